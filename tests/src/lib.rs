@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end helpers shared by the workspace-level tests in `tests/tests/` and the benchmark
+//! program `cognition-bench`: spawning the service binaries as separate processes and driving
+//! an `Exec` stream to completion.
+
+pub mod exec;
+pub mod procs;

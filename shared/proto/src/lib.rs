@@ -24,6 +24,8 @@ pub mod executor {
     }
 }
 
+pub mod scope;
+
 /// File descriptor set of every Cognition proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cognition_descriptor");
 

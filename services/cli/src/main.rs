@@ -1,0 +1,128 @@
+//! `cognition`: run the platform on its embedded default, and manage its database.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use cognition_cli::stack::{self, StackConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "cognition", version, about = "Cognition: a backend for AI-agent platforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run gateway, session service and executor in one process (SQLite + local sandboxes by
+    /// default; every COGNITION_* variable of the three services applies).
+    Up,
+    /// Database schema commands (COGNITION_PERSISTENCE_BACKEND / COGNITION_PERSISTENCE_URI).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Apply every pending migration (idempotent).
+    Upgrade,
+    /// Print the current schema version.
+    Current,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let telemetry: cognition_telemetry::TelemetryConfig = cognition_config::from_env()?;
+    let _guard = cognition_telemetry::init("cognition", &telemetry)?;
+    match cli.command {
+        Command::Up => up().await,
+        Command::Db { command } => db(command).await,
+    }
+}
+
+async fn up() -> anyhow::Result<()> {
+    let config = load_stack_config()?;
+    let addr = SocketAddr::new(
+        config.gateway.host.parse().context("COGNITION_HOST must be an IP address")?,
+        config.gateway.port,
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let data_dir = config.session.data_dir.clone();
+    let shutdown = CancellationToken::new();
+    let running = stack::start(config, listener, shutdown.clone()).await?;
+    println!("Cognition is up: http://{} (data in {})", running.gateway_addr, data_dir.display());
+    println!("  session service gRPC: http://{}", running.session_addr);
+    println!("  executor gRPC:        http://{}", running.executor_addr);
+    println!("Press Ctrl-C to stop.");
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("stopping…");
+        signals.cancel();
+    });
+    running.wait().await?;
+    println!("Cognition stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn load_stack_config() -> anyhow::Result<StackConfig> {
+    let vars: Vec<(String, String)> = std::env::vars().collect();
+    let mut problems = Vec::new();
+    let gateway = cognition_config::load::<cognition_gateway::Config>(vars.clone())
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
+    let session = cognition_config::load::<cognition_session::Config>(vars.clone())
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
+    let executor = cognition_config::load::<cognition_executor::Config>(vars)
+        .map_err(|e| problems.extend(e.problems))
+        .ok();
+    match (gateway, session, executor) {
+        (Some(gateway), Some(session), Some(executor)) => Ok(StackConfig { gateway, session, executor }),
+        _ => {
+            problems.sort();
+            problems.dedup();
+            Err(cognition_config::ConfigError { problems }.into())
+        }
+    }
+}
+
+async fn db(command: DbCommand) -> anyhow::Result<()> {
+    let config: cognition_session::Config = cognition_config::from_env()?;
+    match command {
+        DbCommand::Upgrade => {
+            let report = cognition_session::migrate(&config).await?;
+            println!("{report}");
+        }
+        DbCommand::Current => match cognition_session::current_version(&config).await? {
+            Some(v) => println!("{v}"),
+            None => println!("no migrations applied"),
+        },
+    }
+    Ok(())
+}
