@@ -28,7 +28,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "invalid configuration ({} problem(s)):", self.problems.len())?;
+        writeln!(
+            f,
+            "invalid configuration ({} problem(s)):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -48,8 +52,10 @@ pub fn from_env<T: DeserializeOwned + Validate>() -> Result<T, ConfigError> {
 pub fn load<T: DeserializeOwned + Validate>(
     vars: impl IntoIterator<Item = (String, String)>,
 ) -> Result<T, ConfigError> {
-    let mut vars: BTreeMap<String, String> =
-        vars.into_iter().filter(|(k, _)| k.starts_with(PREFIX)).collect();
+    let mut vars: BTreeMap<String, String> = vars
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(PREFIX))
+        .collect();
     let mut problems = Vec::new();
     let parsed = loop {
         match parse::<T>(&vars) {
@@ -98,7 +104,10 @@ fn culprit<T: DeserializeOwned>(vars: &BTreeMap<String, String>, message: &str) 
 
 fn describe(key: &str, value: &str, message: &str) -> String {
     // envy appends "while parsing value '…' provided by …"; keep only the reason.
-    let reason = message.split(" while parsing value").next().unwrap_or(message);
+    let reason = message
+        .split(" while parsing value")
+        .next()
+        .unwrap_or(message);
     format!("{key}={value:?}: {reason}")
 }
 
@@ -131,7 +140,13 @@ pub fn parse_list(raw: &str) -> Vec<String> {
     let trimmed = raw.trim().trim_start_matches('[').trim_end_matches(']');
     trimmed
         .split(',')
-        .map(|s| s.trim().trim_matches('"').trim_matches('\'').trim().to_owned())
+        .map(|s| {
+            s.trim()
+                .trim_matches('"')
+                .trim_matches('\'')
+                .trim()
+                .to_owned()
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -160,7 +175,12 @@ mod tests {
 
     impl Default for Demo {
         fn default() -> Self {
-            Self { port: 8000, enabled: false, mode: Mode::Sqlite, secret: Secret::default() }
+            Self {
+                port: 8000,
+                enabled: false,
+                mode: Mode::Sqlite,
+                secret: Secret::default(),
+            }
         }
     }
 
@@ -173,7 +193,9 @@ mod tests {
     }
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
-        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -185,7 +207,11 @@ mod tests {
 
     #[test]
     fn reads_prefixed_variables() {
-        let d: Demo = load(vars(&[("COGNITION_PORT", "9000"), ("COGNITION_MODE", "postgres")])).unwrap();
+        let d: Demo = load(vars(&[
+            ("COGNITION_PORT", "9000"),
+            ("COGNITION_MODE", "postgres"),
+        ]))
+        .unwrap();
         assert_eq!(d.port, 9000);
         assert_eq!(d.mode, Mode::Postgres);
     }
@@ -207,7 +233,11 @@ mod tests {
 
     #[test]
     fn parse_errors_and_rule_failures_together() {
-        let err = load::<Demo>(vars(&[("COGNITION_PORT", "0"), ("COGNITION_MODE", "oracle")])).unwrap_err();
+        let err = load::<Demo>(vars(&[
+            ("COGNITION_PORT", "0"),
+            ("COGNITION_MODE", "oracle"),
+        ]))
+        .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
     }
 

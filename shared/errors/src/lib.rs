@@ -33,6 +33,7 @@ pub enum Code {
     Aborted,
     Unavailable,
     PayloadTooLarge,
+    NotImplemented,
 }
 
 /// One row of the code table.
@@ -44,20 +45,96 @@ struct Row {
 }
 
 const TABLE: &[Row] = &[
-    Row { code: Code::NotFound, name: "NOT_FOUND", grpc: tonic::Code::NotFound, http: 404 },
-    Row { code: Code::SessionNotFound, name: "SESSION_NOT_FOUND", grpc: tonic::Code::NotFound, http: 404 },
-    Row { code: Code::PermissionDenied, name: "PERMISSION_DENIED", grpc: tonic::Code::PermissionDenied, http: 403 },
-    Row { code: Code::ValidationError, name: "VALIDATION_ERROR", grpc: tonic::Code::InvalidArgument, http: 422 },
-    Row { code: Code::RateLimited, name: "RATE_LIMITED", grpc: tonic::Code::ResourceExhausted, http: 429 },
-    Row { code: Code::Conflict, name: "CONFLICT", grpc: tonic::Code::AlreadyExists, http: 409 },
-    Row { code: Code::Unauthenticated, name: "UNAUTHENTICATED", grpc: tonic::Code::Unauthenticated, http: 401 },
-    Row { code: Code::LlmUnavailable, name: "LLM_UNAVAILABLE", grpc: tonic::Code::Unavailable, http: 503 },
-    Row { code: Code::ToolExecutionError, name: "TOOL_EXECUTION_ERROR", grpc: tonic::Code::Internal, http: 500 },
-    Row { code: Code::StreamingError, name: "STREAMING_ERROR", grpc: tonic::Code::Internal, http: 500 },
-    Row { code: Code::InternalError, name: "INTERNAL_ERROR", grpc: tonic::Code::Internal, http: 500 },
-    Row { code: Code::Aborted, name: "ABORTED", grpc: tonic::Code::Cancelled, http: 499 },
-    Row { code: Code::Unavailable, name: "UNAVAILABLE", grpc: tonic::Code::Unavailable, http: 503 },
-    Row { code: Code::PayloadTooLarge, name: "PAYLOAD_TOO_LARGE", grpc: tonic::Code::InvalidArgument, http: 413 },
+    Row {
+        code: Code::NotFound,
+        name: "NOT_FOUND",
+        grpc: tonic::Code::NotFound,
+        http: 404,
+    },
+    Row {
+        code: Code::SessionNotFound,
+        name: "SESSION_NOT_FOUND",
+        grpc: tonic::Code::NotFound,
+        http: 404,
+    },
+    Row {
+        code: Code::PermissionDenied,
+        name: "PERMISSION_DENIED",
+        grpc: tonic::Code::PermissionDenied,
+        http: 403,
+    },
+    Row {
+        code: Code::ValidationError,
+        name: "VALIDATION_ERROR",
+        grpc: tonic::Code::InvalidArgument,
+        http: 422,
+    },
+    Row {
+        code: Code::RateLimited,
+        name: "RATE_LIMITED",
+        grpc: tonic::Code::ResourceExhausted,
+        http: 429,
+    },
+    Row {
+        code: Code::Conflict,
+        name: "CONFLICT",
+        grpc: tonic::Code::AlreadyExists,
+        http: 409,
+    },
+    Row {
+        code: Code::Unauthenticated,
+        name: "UNAUTHENTICATED",
+        grpc: tonic::Code::Unauthenticated,
+        http: 401,
+    },
+    Row {
+        code: Code::LlmUnavailable,
+        name: "LLM_UNAVAILABLE",
+        grpc: tonic::Code::Unavailable,
+        http: 503,
+    },
+    Row {
+        code: Code::ToolExecutionError,
+        name: "TOOL_EXECUTION_ERROR",
+        grpc: tonic::Code::Internal,
+        http: 500,
+    },
+    Row {
+        code: Code::StreamingError,
+        name: "STREAMING_ERROR",
+        grpc: tonic::Code::Internal,
+        http: 500,
+    },
+    Row {
+        code: Code::InternalError,
+        name: "INTERNAL_ERROR",
+        grpc: tonic::Code::Internal,
+        http: 500,
+    },
+    Row {
+        code: Code::Aborted,
+        name: "ABORTED",
+        grpc: tonic::Code::Cancelled,
+        http: 499,
+    },
+    Row {
+        code: Code::Unavailable,
+        name: "UNAVAILABLE",
+        grpc: tonic::Code::Unavailable,
+        http: 503,
+    },
+    Row {
+        code: Code::PayloadTooLarge,
+        name: "PAYLOAD_TOO_LARGE",
+        grpc: tonic::Code::InvalidArgument,
+        http: 413,
+    },
+    Row {
+        code: Code::NotImplemented,
+        name: "NOT_IMPLEMENTED",
+        grpc: tonic::Code::Unimplemented,
+        http: 501,
+    },
 ];
 
 impl Code {
@@ -78,7 +155,8 @@ impl Code {
 
     /// The HTTP status for this error.
     pub fn http_status(self) -> http::StatusCode {
-        http::StatusCode::from_u16(self.row().http).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
+        http::StatusCode::from_u16(self.row().http)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     /// Parses the string form (`as_str`).
@@ -94,17 +172,23 @@ impl Code {
             tonic::Code::PermissionDenied => Code::PermissionDenied,
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => Code::ValidationError,
             tonic::Code::ResourceExhausted => Code::RateLimited,
-            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition | tonic::Code::Aborted => Code::Conflict,
+            tonic::Code::AlreadyExists | tonic::Code::FailedPrecondition | tonic::Code::Aborted => {
+                Code::Conflict
+            }
             tonic::Code::Unauthenticated => Code::Unauthenticated,
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => Code::Unavailable,
             tonic::Code::Cancelled => Code::Aborted,
+            tonic::Code::Unimplemented => Code::NotImplemented,
             _ => Code::InternalError,
         }
     }
 
     /// Whether the message may be shown to clients. Internal errors get a generic message.
     pub fn is_client_safe(self) -> bool {
-        !matches!(self, Code::InternalError | Code::StreamingError | Code::ToolExecutionError)
+        !matches!(
+            self,
+            Code::InternalError | Code::StreamingError | Code::ToolExecutionError
+        )
     }
 }
 
@@ -132,7 +216,11 @@ pub struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), details: serde_json::Map::new() }
+        Self {
+            code,
+            message: message.into(),
+            details: serde_json::Map::new(),
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -154,13 +242,25 @@ impl ApiError {
 
     /// The body clients see. Internal errors never leak their message.
     pub fn body(&self) -> ErrorBody<'_> {
-        let error = if self.code.is_client_safe() { self.message.as_str() } else { "internal error" };
-        ErrorBody { error, code: self.code.as_str(), details: &self.details }
+        let error = if self.code.is_client_safe() {
+            self.message.as_str()
+        } else {
+            "internal error"
+        };
+        ErrorBody {
+            error,
+            code: self.code.as_str(),
+            details: &self.details,
+        }
     }
 
     /// Converts into a gRPC status carrying the code (and details as JSON) in metadata.
     pub fn into_status(self) -> tonic::Status {
-        let message = if self.code.is_client_safe() { self.message } else { "internal error".to_owned() };
+        let message = if self.code.is_client_safe() {
+            self.message
+        } else {
+            "internal error".to_owned()
+        };
         let mut status = tonic::Status::new(self.code.grpc(), message);
         if let Ok(v) = self.code.as_str().parse() {
             status.metadata_mut().insert(CODE_METADATA_KEY, v);
@@ -190,10 +290,19 @@ impl ApiError {
             .unwrap_or_default();
         let message = if status.code() == tonic::Code::Unavailable && code == Code::Unavailable {
             "upstream service unavailable".to_owned()
+        } else if status.message().is_empty() {
+            format!(
+                "{} (no message from upstream)",
+                code.as_str().to_ascii_lowercase().replace('_', " ")
+            )
         } else {
             status.message().to_owned()
         };
-        Self { code, message, details }
+        Self {
+            code,
+            message,
+            details,
+        }
     }
 }
 
@@ -230,12 +339,16 @@ mod tests {
         Code::Aborted,
         Code::Unavailable,
         Code::PayloadTooLarge,
+        Code::NotImplemented,
     ];
 
     #[test]
     fn all_codes_have_a_row() {
         for c in ALL {
-            assert!(TABLE.iter().any(|r| r.code == *c), "{c:?} missing from TABLE");
+            assert!(
+                TABLE.iter().any(|r| r.code == *c),
+                "{c:?} missing from TABLE"
+            );
         }
         assert_eq!(TABLE.len(), ALL.len());
     }
@@ -250,6 +363,7 @@ mod tests {
         assert_eq!(Code::Unauthenticated.http_status(), 401);
         assert_eq!(Code::LlmUnavailable.http_status(), 503);
         assert_eq!(Code::InternalError.http_status(), 500);
+        assert_eq!(Code::NotImplemented.http_status(), 501);
     }
 
     #[test]
@@ -258,7 +372,10 @@ mod tests {
             let e = ApiError::new(*c, "boom").with_detail("field", "title");
             let back = ApiError::from_status(&e.clone().into_status());
             assert_eq!(back.code, *c);
-            assert_eq!(back.details.get("field").and_then(|v| v.as_str()), Some("title"));
+            assert_eq!(
+                back.details.get("field").and_then(|v| v.as_str()),
+                Some("title")
+            );
             assert_eq!(Code::parse(c.as_str()), Some(*c));
         }
     }

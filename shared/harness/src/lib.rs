@@ -58,8 +58,16 @@ impl TestStack {
         let executor = cognition_executor::Config::embedded(data_dir);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let shutdown = CancellationToken::new();
-        let running =
-            stack::start(StackConfig { gateway, session, executor }, listener, shutdown.clone()).await?;
+        let running = stack::start(
+            StackConfig {
+                gateway,
+                session,
+                executor,
+            },
+            listener,
+            shutdown.clone(),
+        )
+        .await?;
         let stack = TestStack {
             gateway: running.gateway_addr,
             session: running.session_addr,
@@ -85,11 +93,15 @@ impl TestStack {
         self.dir.path()
     }
 
-    pub async fn session_client(&self) -> anyhow::Result<SessionServiceClient<tonic::transport::Channel>> {
+    pub async fn session_client(
+        &self,
+    ) -> anyhow::Result<SessionServiceClient<tonic::transport::Channel>> {
         Ok(SessionServiceClient::connect(format!("http://{}", self.session)).await?)
     }
 
-    pub async fn executor_client(&self) -> anyhow::Result<ExecutorServiceClient<tonic::transport::Channel>> {
+    pub async fn executor_client(
+        &self,
+    ) -> anyhow::Result<ExecutorServiceClient<tonic::transport::Channel>> {
         Ok(ExecutorServiceClient::connect(format!("http://{}", self.executor)).await?)
     }
 
@@ -138,8 +150,14 @@ where
 /// running test executable (`target/<profile>/deps/<test>`).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let deps = exe.parent().ok_or_else(|| anyhow::anyhow!("test binary has no parent dir"))?;
-    let dir = if deps.ends_with("deps") { deps.parent().unwrap_or(deps) } else { deps };
+    let deps = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("test binary has no parent dir"))?;
+    let dir = if deps.ends_with("deps") {
+        deps.parent().unwrap_or(deps)
+    } else {
+        deps
+    };
     Ok(dir.to_path_buf())
 }
 

@@ -17,9 +17,13 @@ pub struct TestDatabase {
 pub async fn fresh_database() -> Option<TestDatabase> {
     let Ok(admin_url) = std::env::var("COGNITION_TEST_POSTGRES_URL") else {
         if std::env::var_os("CI").is_some() {
-            panic!("COGNITION_TEST_POSTGRES_URL is not set under CI: PostgreSQL tests must run (use tests/run.sh)");
+            panic!(
+                "COGNITION_TEST_POSTGRES_URL is not set under CI: PostgreSQL tests must run (use tests/run.sh)"
+            );
         }
-        eprintln!("skipping: COGNITION_TEST_POSTGRES_URL is not set (tests/run.sh starts a server)");
+        eprintln!(
+            "skipping: COGNITION_TEST_POSTGRES_URL is not set (tests/run.sh starts a server)"
+        );
         return None;
     };
     let name = format!("cognition_e2e_{}", uuid::Uuid::new_v4().simple());
@@ -30,16 +34,26 @@ pub async fn fresh_database() -> Option<TestDatabase> {
         .execute(&mut conn)
         .await
         .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin_url);
-    Some(TestDatabase { url: format!("{base}/{name}"), admin_url, name })
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(&admin_url);
+    Some(TestDatabase {
+        url: format!("{base}/{name}"),
+        admin_url,
+        name,
+    })
 }
 
 impl TestDatabase {
     pub async fn drop_db(self) {
         if let Ok(mut conn) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-                .execute(&mut conn)
-                .await;
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
         }
     }
 }

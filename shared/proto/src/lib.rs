@@ -31,5 +31,45 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cogn
 
 /// Converts a `SystemTime`-like instant to a protobuf timestamp.
 pub fn timestamp(secs: i64, nanos: u32) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: secs, nanos: nanos as i32 }
+    prost_types::Timestamp {
+        seconds: secs,
+        nanos: nanos as i32,
+    }
+}
+
+/// The wire form of an error code: `ERROR_CODE_<NAME>` ↔ the code string `<NAME>` of the shared
+/// error table (`cognition_errors::Code::as_str`). Matching by name keeps the proto enum and the
+/// table from drifting apart without a second hand-written mapping.
+pub mod error_code {
+    use super::common::v1::ErrorCode;
+
+    /// `ErrorCode` value → code string (`None` for UNSPECIFIED or unknown values).
+    pub fn name(value: i32) -> Option<&'static str> {
+        let code = ErrorCode::try_from(value).ok()?;
+        code.as_str_name()
+            .strip_prefix("ERROR_CODE_")
+            .filter(|n| *n != "UNSPECIFIED")
+    }
+
+    /// Code string → `ErrorCode` (UNSPECIFIED when the proto has no such code).
+    pub fn from_name(name: &str) -> ErrorCode {
+        ErrorCode::from_str_name(&format!("ERROR_CODE_{name}")).unwrap_or(ErrorCode::Unspecified)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_by_name() {
+            assert_eq!(
+                name(ErrorCode::SessionNotFound as i32),
+                Some("SESSION_NOT_FOUND")
+            );
+            assert_eq!(from_name("ABORTED"), ErrorCode::Aborted);
+            assert_eq!(name(ErrorCode::Unspecified as i32), None);
+            assert_eq!(name(999), None);
+            assert_eq!(from_name("NO_SUCH_CODE"), ErrorCode::Unspecified);
+        }
+    }
 }

@@ -27,7 +27,9 @@ pub enum ScopeError {
 impl std::fmt::Display for ScopeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ScopeError::Missing { key } => write!(f, "missing required scope header {}", header_name(key)),
+            ScopeError::Missing { key } => {
+                write!(f, "missing required scope header {}", header_name(key))
+            }
             ScopeError::Invalid { key, reason } => {
                 write!(f, "invalid scope header {}: {reason}", header_name(key))
             }
@@ -54,7 +56,12 @@ pub fn metadata_key(key: &str) -> String {
 }
 
 fn check_value(key: &str, value: &str) -> Result<(), ScopeError> {
-    let invalid = |reason| Err(ScopeError::Invalid { key: key.to_owned(), reason });
+    let invalid = |reason| {
+        Err(ScopeError::Invalid {
+            key: key.to_owned(),
+            reason,
+        })
+    };
     if value.trim().is_empty() {
         return invalid("value is empty");
     }
@@ -76,9 +83,10 @@ impl Scope {
             let Some(raw) = headers.get(metadata_key(key)) else {
                 return Err(ScopeError::Missing { key: key.clone() });
             };
-            let value = raw
-                .to_str()
-                .map_err(|_| ScopeError::Invalid { key: key.clone(), reason: "value is not ASCII" })?;
+            let value = raw.to_str().map_err(|_| ScopeError::Invalid {
+                key: key.clone(),
+                reason: "value is not ASCII",
+            })?;
             check_value(key, value)?;
             map.insert(key.to_ascii_lowercase(), value.to_owned());
         }
@@ -141,7 +149,10 @@ mod tests {
         );
         let mut h = http::HeaderMap::new();
         h.insert("x-cognition-scope-user", " ".parse().unwrap());
-        assert!(matches!(Scope::from_headers(&keys(&["user"]), &h), Err(ScopeError::Invalid { .. })));
+        assert!(matches!(
+            Scope::from_headers(&keys(&["user"]), &h),
+            Err(ScopeError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -151,7 +162,10 @@ mod tests {
         s.0.insert("org".into(), "acme".into());
         let mut md = tonic::metadata::MetadataMap::new();
         s.insert_into(&mut md);
-        assert_eq!(Scope::from_metadata(&keys(&["user", "org"]), &md).unwrap(), s);
+        assert_eq!(
+            Scope::from_metadata(&keys(&["user", "org"]), &md).unwrap(),
+            s
+        );
     }
 
     #[test]

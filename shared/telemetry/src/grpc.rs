@@ -61,9 +61,10 @@ pub fn inject_headers(headers: &mut http::HeaderMap) {
     struct H<'a>(&'a mut http::HeaderMap);
     impl Injector for H<'_> {
         fn set(&mut self, key: &str, value: String) {
-            if let (Ok(k), Ok(v)) =
-                (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
-            {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
                 self.0.insert(k, v);
             }
         }

@@ -48,10 +48,16 @@ impl Default for TelemetryConfig {
 impl cognition_config::Validate for TelemetryConfig {
     fn validate(&self, problems: &mut Vec<String>) {
         if EnvFilter::try_new(&self.log_level).is_err() {
-            problems.push(format!("COGNITION_LOG_LEVEL={:?} is not a valid filter", self.log_level));
+            problems.push(format!(
+                "COGNITION_LOG_LEVEL={:?} is not a valid filter",
+                self.log_level
+            ));
         }
         if self.otel_enabled && !self.otel_endpoint.starts_with("http") {
-            problems.push(format!("COGNITION_OTEL_ENDPOINT={:?} must be an http(s) URL", self.otel_endpoint));
+            problems.push(format!(
+                "COGNITION_OTEL_ENDPOINT={:?} must be an http(s) URL",
+                self.otel_endpoint
+            ));
         }
     }
 }
@@ -79,7 +85,10 @@ impl Drop for Guard {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("building the OTLP exporter for {endpoint}: {source}")]
-    Exporter { endpoint: String, source: opentelemetry_otlp::ExporterBuildError },
+    Exporter {
+        endpoint: String,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
 }
 
 static INSTALLED: OnceLock<()> = OnceLock::new();
@@ -109,11 +118,16 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Guard, Er
             .with_tonic()
             .with_endpoint(config.otel_endpoint.clone())
             .build()
-            .map_err(|source| Error::Exporter { endpoint: config.otel_endpoint.clone(), source })?;
+            .map_err(|source| Error::Exporter {
+                endpoint: config.otel_endpoint.clone(),
+                source,
+            })?;
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
             .with_resource(
-                opentelemetry_sdk::Resource::builder().with_service_name(service).build(),
+                opentelemetry_sdk::Resource::builder()
+                    .with_service_name(service)
+                    .build(),
             )
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
@@ -122,7 +136,12 @@ pub fn init(service: &'static str, config: &TelemetryConfig) -> Result<Guard, Er
     } else {
         (None, None)
     };
-    let installed = tracing_subscriber::registry().with(filter).with(fmt).with(otel).try_init().is_ok();
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .is_ok();
     let _ = INSTALLED.set(());
     if !installed {
         return Ok(Guard { provider: None });

@@ -24,9 +24,19 @@ async fn trace_context_survives_a_grpc_hop() {
     // Client side: a span with a trace id, and the interceptor.
     let client_span = tracing::info_span!("client");
     let client_trace = client_span.context().span().span_context().trace_id();
-    let request = client_span.in_scope(|| InjectTraceContext.call(tonic::Request::new(())).unwrap());
-    let traceparent = request.metadata().get("traceparent").expect("traceparent injected").to_str().unwrap().to_owned();
-    assert!(traceparent.contains(&client_trace.to_string()), "{traceparent} vs {client_trace}");
+    let request =
+        client_span.in_scope(|| InjectTraceContext.call(tonic::Request::new(())).unwrap());
+    let traceparent = request
+        .metadata()
+        .get("traceparent")
+        .expect("traceparent injected")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        traceparent.contains(&client_trace.to_string()),
+        "{traceparent} vs {client_trace}"
+    );
 
     // Server side: the layer's span must belong to the same trace.
     let seen = Arc::new(Mutex::new(None));

@@ -1,0 +1,250 @@
+//! Durable state: sessions, messages and the per-session event log.
+//!
+//! [`Store`] is the domain's storage trait, used as `Arc<dyn Store>`; [`sqlite::SqliteStore`]
+//! (embedded default) and [`postgres::PostgresStore`] implement it and pass the same
+//! behavioural test suite. Scope enforcement lives in the queries: a session whose scopes do
+//! not match the caller's [`Scope`] is invisible (`None`, not counted, not updated, not
+//! deleted). Migrations are embedded in the binary and run when a store opens.
+
+pub mod cursor;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cognition_proto::scope::Scope;
+use uuid::Uuid;
+
+pub use self::cursor::{Cursor, CursorError};
+use crate::config::{Config, PersistenceBackend, redact_uri};
+use crate::domain::{Message, NewMessage, NewSession, Session, SessionPatch, StringMap};
+use crate::event::{EventKind, StoredEvent};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no database URL: COGNITION_PERSISTENCE_URI is required for PostgreSQL")]
+    MissingUri,
+    #[error("invalid database URL {uri}: {source}")]
+    InvalidUri { uri: String, source: sqlx::Error },
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {uri}: {source}")]
+    Connect { uri: String, source: sqlx::Error },
+    #[error("running migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("stored row does not decode: {0}")]
+    Decode(String),
+    #[error("session {0} does not exist")]
+    SessionNotFound(Uuid),
+    #[error("scope key {0:?} cannot be used in a query")]
+    InvalidScopeKey(String),
+}
+
+impl Error {
+    pub(crate) fn decode(what: impl std::fmt::Display) -> Self {
+        Error::Decode(what.to_string())
+    }
+}
+
+/// A page request for [`Store::list_sessions`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SessionQuery {
+    /// Every entry must equal the session's metadata entry.
+    pub metadata: StringMap,
+    /// Page size (≥ 1).
+    pub limit: u32,
+    /// Continue after this position (from a previous page's `next_cursor`).
+    pub cursor: Option<Cursor>,
+}
+
+/// One page of sessions, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    /// Sessions matching the scope and filter, over all pages.
+    pub total: u64,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+/// One page of a session's messages, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessagePage {
+    pub messages: Vec<Message>,
+    pub total: u64,
+    pub has_more: bool,
+}
+
+/// Storage of sessions, messages and events.
+///
+/// Methods taking a [`Scope`] only see sessions that scope [permits](Scope::permits); an empty
+/// scope (scoping disabled, or an internal caller) sees everything. Appends are internal (the
+/// agent loop) and take no scope.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> PersistenceBackend;
+
+    async fn create_session(&self, new: NewSession) -> Result<Session, Error>;
+    async fn get_session(&self, scope: &Scope, id: Uuid) -> Result<Option<Session>, Error>;
+    async fn list_sessions(
+        &self,
+        scope: &Scope,
+        query: &SessionQuery,
+    ) -> Result<SessionPage, Error>;
+    /// Applies `patch`; `None` when the session is unknown or out of scope.
+    async fn update_session(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        patch: &SessionPatch,
+    ) -> Result<Option<Session>, Error>;
+    /// Deletes the session with its messages and events; `false` when unknown or out of scope.
+    async fn delete_session(&self, scope: &Scope, id: Uuid) -> Result<bool, Error>;
+
+    /// Appends a message at the end of the conversation and bumps `message_count`.
+    /// [`Error::SessionNotFound`] when the session does not exist.
+    async fn append_message(&self, session_id: Uuid, new: NewMessage) -> Result<Message, Error>;
+    /// A page of messages, oldest first; `None` when the session is unknown or out of scope.
+    async fn list_messages(
+        &self,
+        scope: &Scope,
+        session_id: Uuid,
+        limit: u32,
+        offset: u64,
+    ) -> Result<Option<MessagePage>, Error>;
+    async fn get_message(
+        &self,
+        scope: &Scope,
+        session_id: Uuid,
+        message_id: Uuid,
+    ) -> Result<Option<Message>, Error>;
+
+    /// Appends an event; the store assigns the next per-session `seq` atomically, so concurrent
+    /// appends get distinct, increasing numbers, and a `seq` is visible only once every lower
+    /// one is. [`Error::SessionNotFound`] when the session does not exist.
+    async fn append_event(
+        &self,
+        session_id: Uuid,
+        run_id: Option<Uuid>,
+        kind: &EventKind,
+    ) -> Result<StoredEvent, Error>;
+    /// Events with `seq > after_seq`, in order, at most `limit`.
+    async fn events_after(
+        &self,
+        session_id: Uuid,
+        after_seq: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, Error>;
+
+    /// Closes the connection pools (waits for in-flight queries).
+    async fn close(&self);
+}
+
+/// A migration that [`migrate`] applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub description: String,
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub backend: PersistenceBackend,
+    /// Migrations applied by this call, oldest first (empty when already up to date).
+    pub applied: Vec<AppliedMigration>,
+    /// The schema version after the call.
+    pub current_version: Option<i64>,
+}
+
+/// Opens the configured store and brings its schema up to date.
+pub async fn open(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    let url = config.database_url().ok_or(Error::MissingUri)?;
+    Ok(match config.persistence_backend {
+        PersistenceBackend::Sqlite => {
+            let store = sqlite::SqliteStore::connect(&url, config.db_max_connections).await?;
+            store.migrate().await?;
+            Arc::new(store)
+        }
+        PersistenceBackend::Postgres => {
+            let store = postgres::PostgresStore::connect(&url, config.db_max_connections).await?;
+            store.migrate().await?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Applies pending migrations of the configured database (idempotent). Used at start and by
+/// `cognition db upgrade`.
+pub async fn migrate(config: &Config) -> Result<MigrationReport, Error> {
+    let url = config.database_url().ok_or(Error::MissingUri)?;
+    match config.persistence_backend {
+        PersistenceBackend::Sqlite => {
+            let store = sqlite::SqliteStore::connect(&url, 1).await?;
+            let report = store.migrate().await;
+            store.close_pools().await;
+            report
+        }
+        PersistenceBackend::Postgres => {
+            let store = postgres::PostgresStore::connect(&url, 1).await?;
+            let report = store.migrate().await;
+            store.close_pools().await;
+            report
+        }
+    }
+}
+
+/// The schema version of the configured database (`None`: never migrated). Changes nothing.
+/// Used by `cognition db current`.
+pub async fn current_version(config: &Config) -> Result<Option<i64>, Error> {
+    let url = config.database_url().ok_or(Error::MissingUri)?;
+    match config.persistence_backend {
+        PersistenceBackend::Sqlite => sqlite::current_version(&url).await,
+        PersistenceBackend::Postgres => postgres::current_version(&url).await,
+    }
+}
+
+/// Builds a [`MigrationReport`] from the versions applied before and after running.
+fn report(
+    backend: PersistenceBackend,
+    migrator: &sqlx::migrate::Migrator,
+    before: &[i64],
+    after: &[i64],
+) -> MigrationReport {
+    let applied = migrator
+        .iter()
+        .filter(|m| after.contains(&m.version) && !before.contains(&m.version))
+        .map(|m| AppliedMigration {
+            version: m.version,
+            description: m.description.to_string(),
+        })
+        .collect();
+    MigrationReport {
+        backend,
+        applied,
+        current_version: after.iter().copied().max(),
+    }
+}
+
+fn connect_error(uri: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
+    move |source| Error::Connect {
+        uri: redact_uri(uri),
+        source,
+    }
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64, what: &str) -> Result<u64, Error> {
+    u64::try_from(value).map_err(|_| Error::decode(format_args!("negative {what}: {value}")))
+}
