@@ -274,6 +274,7 @@ pub fn collected(event: &pb::Event) -> Option<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cognition_proto::common::v1::ErrorCode;
     use serde_json::json;
 
     fn data(kind: Kind) -> serde_json::Value {
