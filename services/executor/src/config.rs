@@ -1,0 +1,285 @@
+//! Executor configuration, read from `COGNITION_*` variables by `cognition_config`.
+//!
+//! Every field has a default, so the embedded platform (`cognition up`) needs no configuration:
+//! [`Config::embedded`] puts everything under one data directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Which sandbox backend runs the processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Plain host processes under `<sandbox_root>/<id>/workspace`.
+    #[default]
+    Local,
+    /// Docker containers (not in this build yet).
+    Docker,
+    /// Kubernetes pods (not in this build yet).
+    Kubernetes,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Docker => "docker",
+            BackendKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// Executor settings. Field docs name the variable each one is read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// `COGNITION_EXECUTOR_ADDR`: where the gRPC server listens (main only; tests pass a listener).
+    #[serde(rename = "executor_addr")]
+    pub addr: SocketAddr,
+    /// `COGNITION_SANDBOX_BACKEND`: `local` | `docker` | `kubernetes`.
+    pub sandbox_backend: BackendKind,
+    /// `COGNITION_DATA_DIR`: the platform's data directory.
+    pub data_dir: PathBuf,
+    /// `COGNITION_SANDBOX_ROOT`: where local sandboxes live; `<data_dir>/sandboxes` when unset.
+    /// Use [`Config::sandbox_root_path`] for the effective value.
+    pub sandbox_root: Option<PathBuf>,
+    /// `COGNITION_PROTECTED_PATHS`: workspace-relative prefixes that file writes may not touch.
+    #[serde(deserialize_with = "list")]
+    pub protected_paths: Vec<String>,
+    /// `COGNITION_SANDBOX_TTL`: default sandbox lifetime without renewal, in seconds.
+    #[serde(rename = "sandbox_ttl")]
+    pub sandbox_ttl_seconds: u64,
+    /// `COGNITION_EXECUTOR_MAX_OUTPUT_BYTES`: default bytes kept per output stream of one exec.
+    #[serde(rename = "executor_max_output_bytes")]
+    pub max_output_bytes: u64,
+    /// `COGNITION_EXECUTOR_KILL_GRACE_MS`: default grace between SIGTERM and SIGKILL.
+    #[serde(rename = "executor_kill_grace_ms")]
+    pub kill_grace_ms: u64,
+    /// `COGNITION_EXECUTOR_KEEPALIVE_MS`: a keepalive goes out after this much silence on a stream.
+    #[serde(rename = "executor_keepalive_ms")]
+    pub keepalive_ms: u64,
+    /// `COGNITION_EXECUTOR_MAX_CONCURRENT_EXECS`: running execs allowed per sandbox.
+    #[serde(rename = "executor_max_concurrent_execs")]
+    pub max_concurrent_execs: usize,
+    /// `COGNITION_EXECUTOR_DISCONNECT_GRACE_MS`: how long an exec with the KILL disconnect policy
+    /// waits for a re-attach before its process group is killed.
+    #[serde(rename = "executor_disconnect_grace_ms")]
+    pub disconnect_grace_ms: u64,
+    /// `COGNITION_EXECUTOR_EXEC_RETENTION_SECS`: how long finished execs stay attachable.
+    #[serde(rename = "executor_exec_retention_secs")]
+    pub exec_retention_secs: u64,
+    /// `COGNITION_EXECUTOR_DRAIN_MS`: after the process exits, how long to wait for its output
+    /// pipes to close (a background grandchild may keep them open).
+    #[serde(rename = "executor_drain_ms")]
+    pub drain_ms: u64,
+    /// `COGNITION_EXECUTOR_REAPER_INTERVAL_MS`: how often expired sandboxes and old execs are
+    /// cleaned up.
+    #[serde(rename = "executor_reaper_interval_ms")]
+    pub reaper_interval_ms: u64,
+}
+
+/// Longest sandbox TTL accepted (30 days).
+pub const MAX_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            sandbox_backend: BackendKind::Local,
+            data_dir: PathBuf::from("./.cognition"),
+            sandbox_root: None,
+            protected_paths: vec![".cognition/".to_owned()],
+            sandbox_ttl_seconds: 3600,
+            max_output_bytes: 8 * 1024 * 1024,
+            kill_grace_ms: 2000,
+            keepalive_ms: 15_000,
+            max_concurrent_execs: 64,
+            disconnect_grace_ms: 5000,
+            exec_retention_secs: 300,
+            drain_ms: 1000,
+            reaper_interval_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded default with everything under `data_dir`.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The effective sandbox root: `sandbox_root`, else `<data_dir>/sandboxes`.
+    pub fn sandbox_root_path(&self) -> PathBuf {
+        match &self.sandbox_root {
+            Some(p) => p.clone(),
+            None => Path::new(&self.data_dir).join("sandboxes"),
+        }
+    }
+
+    pub fn sandbox_ttl(&self) -> Duration {
+        Duration::from_secs(self.sandbox_ttl_seconds)
+    }
+    pub fn kill_grace(&self) -> Duration {
+        Duration::from_millis(self.kill_grace_ms)
+    }
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_millis(self.keepalive_ms)
+    }
+    pub fn disconnect_grace(&self) -> Duration {
+        Duration::from_millis(self.disconnect_grace_ms)
+    }
+    pub fn exec_retention(&self) -> Duration {
+        Duration::from_secs(self.exec_retention_secs)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+    pub fn reaper_interval(&self) -> Duration {
+        Duration::from_millis(self.reaper_interval_ms)
+    }
+}
+
+impl cognition_config::Validate for Config {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.sandbox_backend != BackendKind::Local {
+            problems.push(format!(
+                "COGNITION_SANDBOX_BACKEND={}: not supported by this build yet (only `local`)",
+                self.sandbox_backend.as_str()
+            ));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            problems.push("COGNITION_DATA_DIR must not be empty".into());
+        }
+        if self
+            .sandbox_root
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            problems.push("COGNITION_SANDBOX_ROOT must not be empty when set".into());
+        }
+        if self.sandbox_ttl_seconds == 0 || self.sandbox_ttl_seconds > MAX_TTL_SECONDS {
+            problems.push(format!(
+                "COGNITION_SANDBOX_TTL={} must be between 1 and {MAX_TTL_SECONDS} seconds",
+                self.sandbox_ttl_seconds
+            ));
+        }
+        if self
+            .protected_paths
+            .iter()
+            .any(|p| crate::paths::normalize_protected(p).is_none())
+        {
+            problems.push(format!(
+                "COGNITION_PROTECTED_PATHS={:?}: every entry must be a relative path inside the workspace",
+                self.protected_paths
+            ));
+        }
+        let positive: [(&str, u64); 6] = [
+            ("COGNITION_EXECUTOR_MAX_OUTPUT_BYTES", self.max_output_bytes),
+            ("COGNITION_EXECUTOR_KEEPALIVE_MS", self.keepalive_ms),
+            (
+                "COGNITION_EXECUTOR_MAX_CONCURRENT_EXECS",
+                self.max_concurrent_execs as u64,
+            ),
+            (
+                "COGNITION_EXECUTOR_EXEC_RETENTION_SECS",
+                self.exec_retention_secs,
+            ),
+            (
+                "COGNITION_EXECUTOR_REAPER_INTERVAL_MS",
+                self.reaper_interval_ms,
+            ),
+            ("COGNITION_EXECUTOR_DRAIN_MS", self.drain_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+    }
+}
+
+fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let raw = String::deserialize(d)?;
+    Ok(cognition_config::parse_list(&raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_variables() {
+        let c: Config = cognition_config::load(vars(&[])).unwrap();
+        assert_eq!(c.addr, "127.0.0.1:50052".parse().unwrap());
+        assert_eq!(c.sandbox_backend, BackendKind::Local);
+        assert_eq!(c.protected_paths, vec![".cognition/"]);
+        assert_eq!(
+            c.sandbox_root_path(),
+            PathBuf::from("./.cognition/sandboxes")
+        );
+        assert_eq!(c.sandbox_ttl_seconds, 3600);
+    }
+
+    #[test]
+    fn reads_variables() {
+        let c: Config = cognition_config::load(vars(&[
+            ("COGNITION_EXECUTOR_ADDR", "0.0.0.0:6000"),
+            ("COGNITION_DATA_DIR", "/data"),
+            ("COGNITION_PROTECTED_PATHS", r#"[".cognition/", "secrets"]"#),
+            ("COGNITION_SANDBOX_TTL", "60"),
+            ("COGNITION_EXECUTOR_KEEPALIVE_MS", "50"),
+        ]))
+        .unwrap();
+        assert_eq!(c.addr.port(), 6000);
+        assert_eq!(c.sandbox_root_path(), PathBuf::from("/data/sandboxes"));
+        assert_eq!(c.protected_paths, vec![".cognition/", "secrets"]);
+        assert_eq!(c.sandbox_ttl_seconds, 60);
+        assert_eq!(c.keepalive_ms, 50);
+        let c: Config =
+            cognition_config::load(vars(&[("COGNITION_SANDBOX_ROOT", "/srv/sb")])).unwrap();
+        assert_eq!(c.sandbox_root_path(), PathBuf::from("/srv/sb"));
+    }
+
+    #[test]
+    fn docker_and_kubernetes_are_not_supported_yet() {
+        for backend in ["docker", "kubernetes"] {
+            let err =
+                cognition_config::load::<Config>(vars(&[("COGNITION_SANDBOX_BACKEND", backend)]))
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("not supported by this build yet"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn reports_every_problem() {
+        let err = cognition_config::load::<Config>(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "podman"),
+            ("COGNITION_SANDBOX_TTL", "0"),
+            ("COGNITION_PROTECTED_PATHS", "../outside"),
+            ("COGNITION_EXECUTOR_KEEPALIVE_MS", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn embedded_puts_everything_under_the_data_dir() {
+        let c = Config::embedded("/tmp/x");
+        assert_eq!(c.sandbox_root_path(), PathBuf::from("/tmp/x/sandboxes"));
+    }
+}
