@@ -37,8 +37,14 @@ pub async fn run(
     start: pb::ExecStart,
 ) -> anyhow::Result<ExecResult> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::ExecRequest { msg: Some(pb::exec_request::Msg::Start(start)) }).await?;
-    let mut stream = client.exec(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    tx.send(pb::ExecRequest {
+        msg: Some(pb::exec_request::Msg::Start(start)),
+    })
+    .await?;
+    let mut stream = client
+        .exec(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let mut result = ExecResult::default();
     while let Some(msg) = stream.next().await {
         match msg?.msg {

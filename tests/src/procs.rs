@@ -34,7 +34,10 @@ impl Proc {
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit());
-        Ok(Proc { name: name.to_owned(), child: cmd.spawn()? })
+        Ok(Proc {
+            name: name.to_owned(),
+            child: cmd.spawn()?,
+        })
     }
 
     /// Sends SIGINT and waits (up to `timeout`) for the exit status.
@@ -46,7 +49,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait()? {
                 return Ok(status);
             }
-            anyhow::ensure!(std::time::Instant::now() < deadline, "{} did not stop within {timeout:?}", self.name);
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "{} did not stop within {timeout:?}",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -61,9 +68,11 @@ impl Drop for Proc {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub async fn wait_listening(addr: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
-    cognition_harness::wait_until(timeout, || async move { tokio::net::TcpStream::connect(addr).await.is_ok() })
-        .await
-        .map_err(|e| anyhow::anyhow!("nothing listening on {addr}: {e}"))
+    cognition_harness::wait_until(timeout, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("nothing listening on {addr}: {e}"))
 }
 
 /// The repository root (for `proto/`).

@@ -18,7 +18,10 @@ async fn echo_hi_through_exec_in_a_sessions_sandbox() -> anyhow::Result<()> {
     let _executor = Proc::spawn(
         "cognition-executor",
         &[],
-        &[("COGNITION_EXECUTOR_ADDR", executor.to_string()), ("COGNITION_DATA_DIR", data.clone())],
+        &[
+            ("COGNITION_EXECUTOR_ADDR", executor.to_string()),
+            ("COGNITION_DATA_DIR", data.clone()),
+        ],
     )?;
     let _session = Proc::spawn(
         "cognition-session",
@@ -47,7 +50,13 @@ async fn echo_hi_through_exec_in_a_sessions_sandbox() -> anyhow::Result<()> {
     cognition_harness::wait_until(Duration::from_secs(10), || {
         let http = http.clone();
         let url = format!("{base}/ready");
-        async move { http.get(url).send().await.map(|r| r.status() == 200).unwrap_or(false) }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
     })
     .await?;
 
@@ -62,7 +71,8 @@ async fn echo_hi_through_exec_in_a_sessions_sandbox() -> anyhow::Result<()> {
     let session_id = created["id"].as_str().expect("session id").to_owned();
 
     let mut executor_client =
-        pb::executor_service_client::ExecutorServiceClient::connect(format!("http://{executor}")).await?;
+        pb::executor_service_client::ExecutorServiceClient::connect(format!("http://{executor}"))
+            .await?;
     let sandbox = executor_client
         .create_sandbox(pb::CreateSandboxRequest {
             labels: HashMap::from([("cognition.io/session".to_owned(), session_id.clone())]),
@@ -80,15 +90,25 @@ async fn echo_hi_through_exec_in_a_sessions_sandbox() -> anyhow::Result<()> {
     assert_eq!(exited.reason(), pb::ExitReason::Exited);
     assert!(result.started.map(|s| s.pid > 0).unwrap_or(false));
 
-    let status = http.delete(format!("{base}/sessions/{session_id}")).send().await?.status();
+    let status = http
+        .delete(format!("{base}/sessions/{session_id}"))
+        .send()
+        .await?
+        .status();
     assert_eq!(status, 204);
     let left = executor_client
         .list_sandboxes(pb::ListSandboxesRequest {
-            label_selector: HashMap::from([("cognition.io/session".to_owned(), session_id.clone())]),
+            label_selector: HashMap::from([(
+                "cognition.io/session".to_owned(),
+                session_id.clone(),
+            )]),
         })
         .await?
         .into_inner()
         .sandboxes;
-    assert!(left.is_empty(), "deleting the session must delete its sandbox: {left:?}");
+    assert!(
+        left.is_empty(),
+        "deleting the session must delete its sandbox: {left:?}"
+    );
     Ok(())
 }

@@ -8,7 +8,11 @@ use cognition_cli::stack::{self, StackConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "cognition", version, about = "Cognition: a backend for AI-agent platforms")]
+#[command(
+    name = "cognition",
+    version,
+    about = "Cognition: a backend for AI-agent platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -48,14 +52,24 @@ async fn main() -> anyhow::Result<()> {
 async fn up() -> anyhow::Result<()> {
     let config = load_stack_config()?;
     let addr = SocketAddr::new(
-        config.gateway.host.parse().context("COGNITION_HOST must be an IP address")?,
+        config
+            .gateway
+            .host
+            .parse()
+            .context("COGNITION_HOST must be an IP address")?,
         config.gateway.port,
     );
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let data_dir = config.session.data_dir.clone();
     let shutdown = CancellationToken::new();
     let running = stack::start(config, listener, shutdown.clone()).await?;
-    println!("Cognition is up: http://{} (data in {})", running.gateway_addr, data_dir.display());
+    println!(
+        "Cognition is up: http://{} (data in {})",
+        running.gateway_addr,
+        data_dir.display()
+    );
     println!("  session service gRPC: http://{}", running.session_addr);
     println!("  executor gRPC:        http://{}", running.executor_addr);
     println!("Press Ctrl-C to stop.");
@@ -74,13 +88,14 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -103,7 +118,11 @@ fn load_stack_config() -> anyhow::Result<StackConfig> {
         .map_err(|e| problems.extend(e.problems))
         .ok();
     match (gateway, session, executor) {
-        (Some(gateway), Some(session), Some(executor)) => Ok(StackConfig { gateway, session, executor }),
+        (Some(gateway), Some(session), Some(executor)) => Ok(StackConfig {
+            gateway,
+            session,
+            executor,
+        }),
         _ => {
             problems.sort();
             problems.dedup();
@@ -117,7 +136,16 @@ async fn db(command: DbCommand) -> anyhow::Result<()> {
     match command {
         DbCommand::Upgrade => {
             let report = cognition_session::migrate(&config).await?;
-            println!("{report}");
+            if report.applied.is_empty() {
+                println!("{:?} schema is up to date", report.backend);
+            }
+            for m in &report.applied {
+                println!("applied {} {}", m.version, m.description);
+            }
+            match report.current_version {
+                Some(v) => println!("current version: {v}"),
+                None => println!("no migrations"),
+            }
         }
         DbCommand::Current => match cognition_session::current_version(&config).await? {
             Some(v) => println!("{v}"),

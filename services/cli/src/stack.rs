@@ -19,9 +19,16 @@ pub struct StackConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("binding {what} on {addr}: {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("{service} stopped: {message}")]
-    Service { service: &'static str, message: String },
+    Service {
+        service: &'static str,
+        message: String,
+    },
 }
 
 /// A running stack. Dropping it does not stop it: call [`RunningStack::stop`] (or cancel the
@@ -43,12 +50,22 @@ pub async fn start(
 ) -> Result<RunningStack, Error> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
     let bind = |what| async move {
-        TcpListener::bind(loopback).await.map_err(|source| Error::Bind { what, addr: loopback, source })
+        TcpListener::bind(loopback)
+            .await
+            .map_err(|source| Error::Bind {
+                what,
+                addr: loopback,
+                source,
+            })
     };
     let executor_listener = bind("executor").await?;
     let session_listener = bind("session service").await?;
     let local = |l: &TcpListener, what| {
-        l.local_addr().map_err(|source| Error::Bind { what, addr: loopback, source })
+        l.local_addr().map_err(|source| Error::Bind {
+            what,
+            addr: loopback,
+            source,
+        })
     };
     let executor_addr = local(&executor_listener, "executor")?;
     let session_addr = local(&session_listener, "session service")?;
@@ -62,21 +79,36 @@ pub async fn start(
     tasks.spawn(async move {
         cognition_executor::run(config.executor, executor_listener, token)
             .await
-            .map_err(|e| Error::Service { service: "executor", message: e.to_string() })
+            .map_err(|e| Error::Service {
+                service: "executor",
+                message: e.to_string(),
+            })
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
         cognition_session::run(config.session, session_listener, token)
             .await
-            .map_err(|e| Error::Service { service: "session service", message: e.to_string() })
+            .map_err(|e| Error::Service {
+                service: "session service",
+                message: e.to_string(),
+            })
     });
     let token = shutdown.clone();
     tasks.spawn(async move {
         cognition_gateway::run(config.gateway, gateway_listener, token)
             .await
-            .map_err(|e| Error::Service { service: "gateway", message: e.to_string() })
+            .map_err(|e| Error::Service {
+                service: "gateway",
+                message: e.to_string(),
+            })
     });
-    Ok(RunningStack { gateway_addr, session_addr, executor_addr, shutdown, tasks })
+    Ok(RunningStack {
+        gateway_addr,
+        session_addr,
+        executor_addr,
+        shutdown,
+        tasks,
+    })
 }
 
 impl RunningStack {
@@ -104,5 +136,10 @@ impl RunningStack {
 }
 
 fn flatten(joined: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), Error> {
-    joined.unwrap_or_else(|e| Err(Error::Service { service: "task", message: e.to_string() }))
+    joined.unwrap_or_else(|e| {
+        Err(Error::Service {
+            service: "task",
+            message: e.to_string(),
+        })
+    })
 }

@@ -23,7 +23,10 @@ const CONCURRENCY: usize = 32;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let mut rows = Vec::new();
 
     let dir = tempfile::tempdir()?;
@@ -39,33 +42,67 @@ async fn main() -> anyhow::Result<()> {
     wait_listening(addr, Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss = rss_kib(up.child.id())?;
-    rows.push(row("`cognition up` idle RSS", format!("{:.1} MB", rss as f64 / 1024.0), "≤ 60 MB"));
+    rows.push(row(
+        "`cognition up` idle RSS",
+        format!("{:.1} MB", rss as f64 / 1024.0),
+        "≤ 60 MB",
+    ));
 
     let body = br#"{"title":"bench","metadata":{"repo":"a/b"}}"#;
     let created = request(addr, "POST", "/sessions", Some(body)).await?;
     let v: serde_json::Value = serde_json::from_slice(&created)?;
-    let id = v["id"].as_str().ok_or_else(|| anyhow::anyhow!("no id in {v}"))?.to_owned();
+    let id = v["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no id in {v}"))?
+        .to_owned();
 
     let path = format!("/sessions/{id}");
     let get = load(addr, "GET", &path, None, Duration::from_secs(seconds)).await?;
     rows.push(row(
         "GET /sessions/{id}, 32 clients",
-        format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", get.rps(), get.pct(50.0), get.pct(99.0), get.errors),
+        format!(
+            "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            get.rps(),
+            get.pct(50.0),
+            get.pct(99.0),
+            get.errors
+        ),
         "≥ 5,000 req/s, p99 ≤ 20 ms",
     ));
-    let post = load(addr, "POST", "/sessions", Some(body), Duration::from_secs(seconds)).await?;
+    let post = load(
+        addr,
+        "POST",
+        "/sessions",
+        Some(body),
+        Duration::from_secs(seconds),
+    )
+    .await?;
     rows.push(row(
         "POST /sessions, 32 clients",
-        format!("{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors", post.rps(), post.pct(50.0), post.pct(99.0), post.errors),
+        format!(
+            "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            post.rps(),
+            post.pct(50.0),
+            post.pct(99.0),
+            post.errors
+        ),
         "≥ 1,500 req/s, 0 errors",
     ));
     drop(up);
 
     for (name, ms) in health_after_start().await? {
-        rows.push(row(&format!("{name}: start → healthy"), format!("{ms:.0} ms"), "≤ 200 ms"));
+        rows.push(row(
+            &format!("{name}: start → healthy"),
+            format!("{ms:.0} ms"),
+            "≤ 200 ms",
+        ));
     }
     let (p50, p99) = exec_latency(2000).await?;
-    rows.push(row("`echo hi` through Exec, local", format!("p50 {p50:.2} ms, p99 {p99:.2} ms"), "≤ 2 ms / ≤ 10 ms"));
+    rows.push(row(
+        "`echo hi` through Exec, local",
+        format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+        "≤ 2 ms / ≤ 10 ms",
+    ));
 
     println!("\n| measure | result | budget |\n|---|---|---|");
     for r in rows {
@@ -80,7 +117,10 @@ fn row(what: &str, result: String, budget: &str) -> String {
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
     Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
 }
 
@@ -94,18 +134,36 @@ async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-fn build(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&'static [u8]>) -> http::Request<Full<Bytes>> {
-    let mut req = http::Request::builder().method(method).uri(path).header("host", addr.to_string());
+fn build(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&'static [u8]>,
+) -> http::Request<Full<Bytes>> {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    req.body(Full::new(Bytes::from_static(body.unwrap_or(b"")))).expect("valid request")
+    req.body(Full::new(Bytes::from_static(body.unwrap_or(b""))))
+        .expect("valid request")
 }
 
-async fn request(addr: std::net::SocketAddr, method: &str, path: &str, body: Option<&'static [u8]>) -> anyhow::Result<Bytes> {
+async fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&'static [u8]>,
+) -> anyhow::Result<Bytes> {
     let mut s = connect(addr).await?;
     let resp = s.send_request(build(addr, method, path, body)).await?;
-    anyhow::ensure!(resp.status().is_success(), "{method} {path}: {}", resp.status());
+    anyhow::ensure!(
+        resp.status().is_success(),
+        "{method} {path}: {}",
+        resp.status()
+    );
     Ok(resp.into_body().collect().await?.to_bytes())
 }
 
@@ -166,7 +224,11 @@ async fn load(
     }
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
-    let mut result = LoadResult { latencies_us: Vec::new(), errors: 0, elapsed: Duration::ZERO };
+    let mut result = LoadResult {
+        latencies_us: Vec::new(),
+        errors: 0,
+        elapsed: Duration::ZERO,
+    };
     for t in tasks {
         let (lat, errors) = t.await??;
         result.latencies_us.extend(lat);
@@ -182,34 +244,60 @@ async fn health_after_start() -> anyhow::Result<Vec<(&'static str, f64)>> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().display().to_string();
     let mut out = Vec::new();
-    for (bin, addr_var) in [("cognition-executor", "COGNITION_EXECUTOR_ADDR"), ("cognition-session", "COGNITION_SESSION_ADDR")] {
+    for (bin, addr_var) in [
+        ("cognition-executor", "COGNITION_EXECUTOR_ADDR"),
+        ("cognition-session", "COGNITION_SESSION_ADDR"),
+    ] {
         let addr = free_addr()?;
         let t = Instant::now();
-        let _p = Proc::spawn(bin, &[], &[(addr_var, addr.to_string()), ("COGNITION_DATA_DIR", data.clone())])?;
+        let _p = Proc::spawn(
+            bin,
+            &[],
+            &[
+                (addr_var, addr.to_string()),
+                ("COGNITION_DATA_DIR", data.clone()),
+            ],
+        )?;
         loop {
             if grpc_healthy(addr).await {
                 break;
             }
-            anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "{bin} never became healthy");
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "{bin} never became healthy"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         out.push((bin, t.elapsed().as_secs_f64() * 1000.0));
     }
     let addr = free_addr()?;
     let session = free_addr()?;
-    let _s = Proc::spawn("cognition-session", &[], &[("COGNITION_SESSION_ADDR", session.to_string()), ("COGNITION_DATA_DIR", data.clone())])?;
+    let _s = Proc::spawn(
+        "cognition-session",
+        &[],
+        &[
+            ("COGNITION_SESSION_ADDR", session.to_string()),
+            ("COGNITION_DATA_DIR", data.clone()),
+        ],
+    )?;
     wait_listening(session, Duration::from_secs(30)).await?;
     let t = Instant::now();
     let _g = Proc::spawn(
         "cognition-gateway",
         &[],
-        &[("COGNITION_PORT", addr.port().to_string()), ("COGNITION_SESSION_URL", format!("http://{session}"))],
+        &[
+            ("COGNITION_PORT", addr.port().to_string()),
+            ("COGNITION_SESSION_URL", format!("http://{session}")),
+        ],
     )?;
     loop {
         if request(addr, "GET", "/health", None).await.is_ok() {
             break;
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "gateway never became healthy");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "gateway never became healthy"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     out.push(("cognition-gateway", t.elapsed().as_secs_f64() * 1000.0));
@@ -217,7 +305,9 @@ async fn health_after_start() -> anyhow::Result<Vec<(&'static str, f64)>> {
 }
 
 async fn grpc_healthy(addr: std::net::SocketAddr) -> bool {
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map(|e| e.connect_lazy()) else {
+    let Ok(channel) =
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map(|e| e.connect_lazy())
+    else {
         return false;
     };
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
@@ -234,17 +324,29 @@ async fn exec_latency(n: usize) -> anyhow::Result<(f64, f64)> {
     let _p = Proc::spawn(
         "cognition-executor",
         &[],
-        &[("COGNITION_EXECUTOR_ADDR", addr.to_string()), ("COGNITION_DATA_DIR", dir.path().display().to_string())],
+        &[
+            ("COGNITION_EXECUTOR_ADDR", addr.to_string()),
+            ("COGNITION_DATA_DIR", dir.path().display().to_string()),
+        ],
     )?;
     wait_listening(addr, Duration::from_secs(30)).await?;
-    let mut client = pb::executor_service_client::ExecutorServiceClient::connect(format!("http://{addr}")).await?;
-    let sandbox = client.create_sandbox(pb::CreateSandboxRequest::default()).await?.into_inner().sandbox.ok_or_else(|| anyhow::anyhow!("no sandbox"))?;
+    let mut client =
+        pb::executor_service_client::ExecutorServiceClient::connect(format!("http://{addr}"))
+            .await?;
+    let sandbox = client
+        .create_sandbox(pb::CreateSandboxRequest::default())
+        .await?
+        .into_inner()
+        .sandbox
+        .ok_or_else(|| anyhow::anyhow!("no sandbox"))?;
     let mut lat = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let start = pb::ExecStart {
             sandbox_id: sandbox.id.clone(),
             exec_id: uuid::Uuid::new_v4().to_string(),
-            command: Some(pb::exec_start::Command::Argv(pb::Argv { args: vec!["echo".into(), "hi".into()] })),
+            command: Some(pb::exec_start::Command::Argv(pb::Argv {
+                args: vec!["echo".into(), "hi".into()],
+            })),
             ..Default::default()
         };
         let t = Instant::now();
