@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use cognition_cli::chat::{self, Chat, ChatOptions};
 use cognition_cli::stack::{self, StackConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +24,24 @@ enum Command {
     /// Run gateway, session service and executor in one process (SQLite + local sandboxes by
     /// default; every COGNITION_* variable of the three services applies).
     Up,
+    /// Chat with an agent through the gateway: one message (given as arguments) or an
+    /// interactive session (no arguments). Ctrl-C aborts the running turn.
+    Chat {
+        /// Gateway URL.
+        #[arg(long, env = "COGNITION_URL", default_value = "http://127.0.0.1:8000")]
+        url: String,
+        /// Continue this session (default: create one).
+        #[arg(long)]
+        session: Option<String>,
+        /// Agent for a new session.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Scope header values, e.g. `--scope user=alice` (repeatable).
+        #[arg(long = "scope", value_parser = parse_scope)]
+        scopes: Vec<(String, String)>,
+        /// The message; omit for an interactive session.
+        message: Vec<String>,
+    },
     /// Database schema commands (COGNITION_PERSISTENCE_BACKEND / COGNITION_PERSISTENCE_URI).
     Db {
         #[command(subcommand)]
@@ -46,6 +65,28 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up => up().await,
         Command::Db { command } => db(command).await,
+        Command::Chat {
+            url,
+            session,
+            agent,
+            scopes,
+            message,
+        } => {
+            let chat = Chat::open(ChatOptions {
+                url,
+                session,
+                scopes,
+                agent,
+            })
+            .await?;
+            if message.is_empty() {
+                chat::repl(&chat).await?;
+            } else {
+                chat.turn(&message.join(" "), &mut std::io::stdout())
+                    .await?;
+            }
+            Ok(())
+        }
     }
 }
 
@@ -153,4 +194,11 @@ async fn db(command: DbCommand) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+fn parse_scope(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {raw:?}"))
 }
