@@ -271,19 +271,14 @@ fn accept(
     raw: &Bytes,
     check: impl FnOnce(Option<&str>, &Value) -> Result<(), (u16, Value)>,
     invalid_json: impl FnOnce(&str) -> Value,
-) -> Result<(usize, Reply, Value), Response> {
+) -> Result<(usize, Reply, Value), (u16, Value)> {
     let body: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
     let number = record(state, path, api, headers, &body);
     if body.is_null() {
-        return Err(json_response(
-            400,
-            &invalid_json("the body is not valid JSON"),
-            &[],
-        ));
+        return Err((400, invalid_json("the body is not valid JSON")));
     }
     let required = state.lock().required_key.clone();
-    check(required.as_deref(), &body)
-        .map_err(|(status, error)| json_response(status, &error, &[]))?;
+    check(required.as_deref(), &body)?;
     let reply = {
         let mut shared = state.lock();
         match shared.queue.pop_front() {
@@ -314,7 +309,7 @@ async fn chat_completions(
     );
     let (number, reply, body) = match accepted {
         Ok(v) => v,
-        Err(response) => return response,
+        Err((status, error)) => return json_response(status, &error, &[]),
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
@@ -361,7 +356,7 @@ async fn messages(State(state): State<AppState>, headers: HeaderMap, raw: Bytes)
     );
     let (number, reply, body) = match accepted {
         Ok(v) => v,
-        Err(response) => return response,
+        Err((status, error)) => return json_response(status, &error, &[]),
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
