@@ -8,4 +8,6 @@ tests/scripts/deps.sh
 COGNITION_TEST_POSTGRES_URL=$(tests/scripts/pg.sh start)
 export COGNITION_TEST_POSTGRES_URL
 trap 'tests/scripts/pg.sh stop' EXIT
+# End-to-end tests spawn the service binaries (cognition, cognition-gateway, …): build them all.
+cargo build --workspace --bins
 cargo test --workspace --all-targets "$@"

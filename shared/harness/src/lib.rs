@@ -162,12 +162,12 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Path of a workspace binary such as `cognition-session`; fails with a clear message when it
-/// was not built (run tests with `cargo test --workspace`).
+/// was not built (`tests/run.sh` builds every binary before testing).
 pub fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let path = bin_dir()?.join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} not built; run the tests with `cargo test --workspace --all-targets`",
+        "{} not built; run `cargo build --workspace --bins` first (tests/run.sh does)",
         path.display()
     );
     Ok(path)
