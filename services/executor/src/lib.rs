@@ -66,10 +66,9 @@ pub async fn serve(
     reporter
         .set_service_status("", ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cognition_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("building the reflection service: {e}")))?;
+    let reflection =
+        cognition_proto::reflection_service("cognition.executor.v1.ExecutorService")
+            .map_err(|e| Error::Internal(format!("building the reflection service: {e}")))?;
     let service = ExecutorServiceServer::new(GrpcService::new(engine.clone(), shutdown.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);

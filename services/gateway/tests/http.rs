@@ -653,17 +653,56 @@ async fn bad_input_gets_a_clear_error_body() {
 }
 
 #[tokio::test]
-async fn runs_that_the_session_service_cannot_start_yet_are_501() {
-    // Agent runs arrive with issue #3; until then SendMessage, AbortSession and ResumeSession
-    // answer UNIMPLEMENTED, which the gateway must turn into a clear JSON error (not a stream).
+async fn messages_stream_their_run_and_abort_and_resume_answer() {
+    // SendMessage now starts a run (the default model is the mock provider) and the gateway
+    // streams it; AbortSession answers success=false on an idle session; ResumeSession (human
+    // approval, issue #4) is still UNIMPLEMENTED, which must become a clear JSON 501.
     let stack = start(Options::default()).await;
     let session = stack.create(json!({})).await;
     let path = format!("/sessions/{}", session["id"].as_str().unwrap());
+    let mut sse = open_sse(
+        &stack,
+        stack
+            .http
+            .post(stack.url(&format!("{path}/messages")))
+            .json(&json!({"content": "hello"})),
+    )
+    .await;
+    assert_eq!(sse.frame().await, "retry: 3000");
+    let mut names = Vec::new();
+    let mut last_id = 0;
+    loop {
+        let (id, event, data) = sse.event().await;
+        let id = id.expect("every event has an id");
+        assert!(id > last_id, "ids increase");
+        last_id = id;
+        names.push(event.clone());
+        if event == "done" {
+            assert_eq!(data["assistant_data"]["role"], "assistant", "{data}");
+            break;
+        }
+    }
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("status"),
+        "{names:?}"
+    );
+    assert!(names.iter().any(|n| n == "token"), "{names:?}");
+    assert!(sse.ends().await, "the stream ends after done");
+    let (status, body) = stack.get(&format!("{path}/messages")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["total"], 2, "{body}");
+
+    let (status, body) = stack
+        .json(Method::POST, &format!("{path}/abort"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["success"], false, "{body}");
     let (status, body) = stack
         .json(
             Method::POST,
-            &format!("{path}/messages"),
-            json!({"content": "hello"}),
+            &format!("{path}/resume"),
+            json!({"decision": "approve", "tool_call_id": "c1", "tool_name": "bash"}),
         )
         .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
@@ -675,18 +714,6 @@ async fn runs_that_the_session_service_cannot_start_yet_are_501() {
             .contains("not available yet"),
         "{body}"
     );
-    let (status, body) = stack
-        .json(Method::POST, &format!("{path}/abort"), json!({}))
-        .await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
-    let (status, body) = stack
-        .json(
-            Method::POST,
-            &format!("{path}/resume"),
-            json!({"decision": "approve", "tool_call_id": "c1", "tool_name": "bash"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     // An unknown session is still a 404 before anything else.
     let (status, body) = stack
         .json(

@@ -7,7 +7,10 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
+use cognition_config::Secret;
 use serde::{Deserialize, Deserializer};
+
+use crate::llm::ProviderKind;
 
 /// Default number of database connections (PostgreSQL pool, SQLite reader pool).
 pub const DEFAULT_DB_MAX_CONNECTIONS: u32 = 8;
@@ -47,6 +50,49 @@ pub struct Config {
     pub scope_keys: Vec<String>,
     /// `COGNITION_DB_MAX_CONNECTIONS`: PostgreSQL pool size, and SQLite reader pool size.
     pub db_max_connections: u32,
+    /// `COGNITION_LLM_PROVIDER`: the default model provider, `openai`, `anthropic`,
+    /// `openai_compatible` or `mock` (default: `mock`, a scripted echo model that needs no
+    /// key; see [`crate::llm::router_from_config`]).
+    pub llm_provider: ProviderKind,
+    /// `COGNITION_LLM_MODEL`: the default model (default per provider: see
+    /// [`crate::llm::default_model`]; required for `openai_compatible`).
+    pub llm_model: Option<String>,
+    /// `COGNITION_LLM_BASE_URL`: the provider's base URL (required for `openai_compatible`,
+    /// e.g. `http://localhost:11434/v1`; optional for `openai` and `anthropic`).
+    pub llm_base_url: Option<String>,
+    /// `COGNITION_LLM_MAX_RETRIES`: retries on 429/5xx/connection errors (default 2).
+    pub llm_max_retries: u32,
+    /// `COGNITION_LLM_API_KEY`: the provider's key; wins over `OPENAI_API_KEY` /
+    /// `ANTHROPIC_API_KEY`.
+    pub llm_api_key: Option<Secret>,
+    // --- agent runs (see `crate::run`) ---
+    /// `COGNITION_REPLICA_ID`: this replica's name as the owner of run leases (default: a
+    /// random id per start, so a restarted replica never mistakes old runs for its own).
+    pub replica_id: Option<String>,
+    /// `COGNITION_RUN_LEASE_MS`: how long a run's lease lasts without a heartbeat; after that
+    /// another replica closes the run as interrupted.
+    pub run_lease_ms: u64,
+    /// `COGNITION_RUN_HEARTBEAT_MS`: how often the owner renews its runs' leases (and polls
+    /// for cancel requests from other replicas).
+    pub run_heartbeat_ms: u64,
+    /// `COGNITION_RUN_SWEEP_MS`: how often every replica looks for expired leases and for
+    /// queued runs that nobody started.
+    pub run_sweep_ms: u64,
+    /// `COGNITION_RECURSION_LIMIT`: model calls per turn when the session config sets none.
+    pub recursion_limit: u32,
+    /// `COGNITION_TOOL_OUTPUT_MAX_CHARS`: longest tool output the model sees (then truncated
+    /// with a note).
+    pub tool_output_max_chars: usize,
+    /// `COGNITION_TOOL_TIMEOUT_SECS`: `execute` timeout when the model gives none.
+    pub tool_timeout_secs: u64,
+    /// `COGNITION_CALLBACK_SECRET`: HMAC-SHA256 key of callback signatures (unset: unsigned).
+    pub callback_secret: Option<Secret>,
+    /// `COGNITION_CALLBACK_ALLOW_PRIVATE`: allow callbacks to loopback/private addresses.
+    pub callback_allow_private: bool,
+    /// `COGNITION_CALLBACK_MAX_ATTEMPTS`: delivery attempts per callback.
+    pub callback_max_attempts: u32,
+    /// `COGNITION_CALLBACK_BACKOFF_MS`: delay before the second attempt (doubles after).
+    pub callback_backoff_ms: u64,
 }
 
 fn deserialize_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -65,6 +111,22 @@ impl Default for Config {
             scoping_enabled: false,
             scope_keys: vec!["user".to_owned()],
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
+            llm_provider: ProviderKind::Mock,
+            llm_model: None,
+            llm_base_url: None,
+            llm_max_retries: crate::llm::DEFAULT_MAX_RETRIES,
+            llm_api_key: None,
+            replica_id: None,
+            run_lease_ms: 10_000,
+            run_heartbeat_ms: 2_000,
+            run_sweep_ms: 2_000,
+            recursion_limit: 25,
+            tool_output_max_chars: 30_000,
+            tool_timeout_secs: 120,
+            callback_secret: None,
+            callback_allow_private: false,
+            callback_max_attempts: 3,
+            callback_backoff_ms: 500,
         }
     }
 }
@@ -148,6 +210,87 @@ impl cognition_config::Validate for Config {
         if self.db_max_connections == 0 {
             problems.push("COGNITION_DB_MAX_CONNECTIONS must be at least 1".to_owned());
         }
+        self.validate_runs(problems);
+        self.validate_llm(problems);
+    }
+}
+
+impl Config {
+    fn validate_runs(&self, problems: &mut Vec<String>) {
+        if self.run_heartbeat_ms == 0 || self.run_heartbeat_ms >= self.run_lease_ms {
+            problems.push(format!(
+                "COGNITION_RUN_HEARTBEAT_MS ({}) must be at least 1 and below \
+                 COGNITION_RUN_LEASE_MS ({})",
+                self.run_heartbeat_ms, self.run_lease_ms
+            ));
+        }
+        if self.run_sweep_ms == 0 {
+            problems.push("COGNITION_RUN_SWEEP_MS must be at least 1".to_owned());
+        }
+        if self.recursion_limit == 0 {
+            problems.push("COGNITION_RECURSION_LIMIT must be at least 1".to_owned());
+        }
+        if self.tool_output_max_chars < 100 {
+            problems.push("COGNITION_TOOL_OUTPUT_MAX_CHARS must be at least 100".to_owned());
+        }
+        if self.tool_timeout_secs == 0 {
+            problems.push("COGNITION_TOOL_TIMEOUT_SECS must be at least 1".to_owned());
+        }
+        if self.callback_max_attempts == 0 {
+            problems.push("COGNITION_CALLBACK_MAX_ATTEMPTS must be at least 1".to_owned());
+        }
+        if let Some(id) = &self.replica_id
+            && (id.is_empty() || id.len() > 200)
+        {
+            problems.push("COGNITION_REPLICA_ID must have 1 to 200 characters".to_owned());
+        }
+    }
+}
+
+/// The most retries `COGNITION_LLM_MAX_RETRIES` accepts.
+pub const MAX_LLM_RETRIES: u32 = 10;
+
+impl Config {
+    fn validate_llm(&self, problems: &mut Vec<String>) {
+        if let Some(url) = &self.llm_base_url
+            && !crate::llm::is_http_url(url)
+        {
+            problems.push(format!(
+                "COGNITION_LLM_BASE_URL={:?} must be an http(s) URL",
+                redact_uri(url)
+            ));
+        }
+        if self.llm_provider == ProviderKind::OpenAiCompatible {
+            if self.llm_base_url.is_none() {
+                problems.push(
+                    "COGNITION_LLM_BASE_URL is required when COGNITION_LLM_PROVIDER=openai_compatible \
+                     (e.g. http://localhost:11434/v1 for Ollama)"
+                        .to_owned(),
+                );
+            }
+            if self
+                .llm_model
+                .as_deref()
+                .is_none_or(|m| m.trim().is_empty())
+            {
+                problems.push(
+                    "COGNITION_LLM_MODEL is required when COGNITION_LLM_PROVIDER=openai_compatible"
+                        .to_owned(),
+                );
+            }
+        }
+        if self
+            .llm_model
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            problems.push("COGNITION_LLM_MODEL must not be empty".to_owned());
+        }
+        if self.llm_max_retries > MAX_LLM_RETRIES {
+            problems.push(format!(
+                "COGNITION_LLM_MAX_RETRIES must be at most {MAX_LLM_RETRIES}"
+            ));
+        }
     }
 }
 
@@ -181,6 +324,25 @@ impl fmt::Debug for Config {
             .field("scoping_enabled", &self.scoping_enabled)
             .field("scope_keys", &self.scope_keys)
             .field("db_max_connections", &self.db_max_connections)
+            .field("llm_provider", &self.llm_provider)
+            .field("llm_model", &self.llm_model)
+            .field(
+                "llm_base_url",
+                &self.llm_base_url.as_deref().map(redact_uri),
+            )
+            .field("llm_max_retries", &self.llm_max_retries)
+            .field("llm_api_key", &self.llm_api_key)
+            .field("replica_id", &self.replica_id)
+            .field("run_lease_ms", &self.run_lease_ms)
+            .field("run_heartbeat_ms", &self.run_heartbeat_ms)
+            .field("run_sweep_ms", &self.run_sweep_ms)
+            .field("recursion_limit", &self.recursion_limit)
+            .field("tool_output_max_chars", &self.tool_output_max_chars)
+            .field("tool_timeout_secs", &self.tool_timeout_secs)
+            .field("callback_secret", &self.callback_secret)
+            .field("callback_allow_private", &self.callback_allow_private)
+            .field("callback_max_attempts", &self.callback_max_attempts)
+            .field("callback_backoff_ms", &self.callback_backoff_ms)
             .finish()
     }
 }
@@ -232,6 +394,29 @@ mod tests {
         assert_eq!(c.db_max_connections, 20);
         let debug = format!("{c:?}");
         assert!(!debug.contains("pw"), "{debug}");
+    }
+
+    #[test]
+    fn run_settings_are_read_and_checked() {
+        let c = load(&[
+            ("COGNITION_RUN_LEASE_MS", "3000"),
+            ("COGNITION_RUN_HEARTBEAT_MS", "500"),
+            ("COGNITION_CALLBACK_SECRET", "s3cret"),
+            ("COGNITION_CALLBACK_ALLOW_PRIVATE", "true"),
+            ("COGNITION_RECURSION_LIMIT", "7"),
+        ])
+        .unwrap();
+        assert_eq!((c.run_lease_ms, c.run_heartbeat_ms), (3000, 500));
+        assert_eq!(c.recursion_limit, 7);
+        assert!(c.callback_allow_private);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let err = load(&[
+            ("COGNITION_RUN_LEASE_MS", "1000"),
+            ("COGNITION_RUN_HEARTBEAT_MS", "1000"),
+            ("COGNITION_RECURSION_LIMIT", "0"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
     }
 
     #[test]
@@ -298,6 +483,66 @@ mod tests {
             err.to_string().contains("COGNITION_PERSISTENCE_BACKEND"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn llm_defaults_to_the_mock_provider() {
+        let c = load(&[]).unwrap();
+        assert_eq!(c.llm_provider, ProviderKind::Mock);
+        assert_eq!(c.llm_max_retries, 2);
+        assert_eq!(c.llm_model, None);
+        assert_eq!(c.llm_api_key, None);
+    }
+
+    #[test]
+    fn reads_llm_variables_and_hides_the_key() {
+        let c = load(&[
+            ("COGNITION_LLM_PROVIDER", "openai_compatible"),
+            ("COGNITION_LLM_MODEL", "llama3.1"),
+            ("COGNITION_LLM_BASE_URL", "http://localhost:11434/v1"),
+            ("COGNITION_LLM_MAX_RETRIES", "4"),
+            ("COGNITION_LLM_API_KEY", "sk-very-secret"),
+        ])
+        .unwrap();
+        assert_eq!(c.llm_provider, ProviderKind::OpenAiCompatible);
+        assert_eq!(c.llm_model.as_deref(), Some("llama3.1"));
+        assert_eq!(c.llm_base_url.as_deref(), Some("http://localhost:11434/v1"));
+        assert_eq!(c.llm_max_retries, 4);
+        assert_eq!(
+            c.llm_api_key.as_ref().map(|k| k.expose()),
+            Some("sk-very-secret")
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("sk-very-secret"), "{debug}");
+        for kind in ["openai", "anthropic", "mock"] {
+            let c = load(&[("COGNITION_LLM_PROVIDER", kind)]).unwrap();
+            assert_eq!(c.llm_provider.as_str(), kind);
+        }
+    }
+
+    #[test]
+    fn llm_rules_are_reported_together() {
+        let err = load(&[
+            ("COGNITION_LLM_PROVIDER", "openai_compatible"),
+            ("COGNITION_LLM_MAX_RETRIES", "11"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("COGNITION_LLM_BASE_URL is required"),
+            "{text}"
+        );
+        assert!(text.contains("COGNITION_LLM_MODEL is required"), "{text}");
+        let err = load(&[
+            ("COGNITION_LLM_PROVIDER", "gemini"),
+            ("COGNITION_LLM_BASE_URL", "localhost:11434"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("COGNITION_LLM_PROVIDER"), "{text}");
+        assert!(text.contains("must be an http(s) URL"), "{text}");
     }
 
     #[test]

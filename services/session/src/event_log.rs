@@ -7,8 +7,16 @@
 //! appenders publishing out of order, or a slow watcher that lagged behind the bounded channel)
 //! is filled from the log, so a watcher neither misses nor repeats an event.
 //!
-//! The agent loop (issue #3) appends with [`EventLog::append`]; the gRPC `WatchEvents` and
-//! `SendMessage` streams read with [`EventLog::watch`].
+//! The agent loop appends with [`EventLog::append`]; the gRPC `WatchEvents` and `SendMessage`
+//! streams read with [`EventLog::watch`].
+//!
+//! Across replicas (PostgreSQL): every append also sends a `NOTIFY` (session id and seq only,
+//! never the event itself; see `store::postgres`). Each replica's notification task calls
+//! [`EventLog::on_remote_append`], which reads the announced events from the log once per
+//! replica and publishes them to that replica's watchers, so a watcher on replica B follows a
+//! run owned by replica A live. After a lost notification connection,
+//! [`EventLog::resync`] makes every local watcher re-read the log. With SQLite (embedded, a
+//! single replica) the in-process hub is the whole fan-out.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -70,6 +78,24 @@ impl EventHub {
         channels.remove(&session_id);
     }
 
+    /// Whether `session_id` has watchers here.
+    pub fn has_watchers(&self, session_id: Uuid) -> bool {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&session_id)
+    }
+
+    /// The sessions that currently have watchers.
+    pub fn watched_session_ids(&self) -> Vec<Uuid> {
+        self.channels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Number of sessions that currently have watchers.
     pub fn watched_sessions(&self) -> usize {
         self.channels
@@ -114,6 +140,8 @@ impl Drop for Subscription {
 pub struct EventLog {
     store: Arc<dyn Store>,
     hub: Arc<EventHub>,
+    /// Per watched session, the highest seq published from another replica's notification.
+    remote: Arc<Mutex<HashMap<Uuid, u64>>>,
 }
 
 impl std::fmt::Debug for EventLog {
@@ -129,6 +157,88 @@ impl EventLog {
         Self {
             store,
             hub: Arc::new(EventHub::new()),
+            remote: Arc::default(),
+        }
+    }
+
+    /// Appends several events at once (see [`Store::append_events`]), then publishes them.
+    pub async fn append_batch(
+        &self,
+        session_id: Uuid,
+        run_id: Option<Uuid>,
+        kinds: &[EventKind],
+    ) -> Result<Vec<Arc<StoredEvent>>, store::Error> {
+        let mut out = Vec::with_capacity(kinds.len());
+        for chunk in kinds.chunks(store::MAX_EVENT_BATCH) {
+            for event in self.store.append_events(session_id, run_id, chunk).await? {
+                let event = Arc::new(event);
+                self.hub.publish(Arc::clone(&event));
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Another replica appended events `first..=seq` to `session_id`: when someone watches
+    /// that session here, read the events not yet published from the log and publish them.
+    /// Coalesces: a burst of notifications costs one read per batch, not one per event.
+    pub async fn on_remote_append(&self, session_id: Uuid, first: u64, seq: u64) {
+        if !self.hub.has_watchers(session_id) {
+            self.remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&session_id);
+            return;
+        }
+        let after = {
+            let remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+            match remote.get(&session_id) {
+                Some(&published) if published >= seq => return,
+                // Watchers fill older gaps from the log themselves.
+                Some(&published) => published.max(seq.saturating_sub(REPLAY_PAGE.into())),
+                None => first
+                    .saturating_sub(1)
+                    .max(seq.saturating_sub(REPLAY_PAGE.into())),
+            }
+        };
+        match self
+            .store
+            .events_after(session_id, after, REPLAY_PAGE)
+            .await
+        {
+            Ok(events) => {
+                let mut highest = after;
+                for event in events {
+                    highest = highest.max(event.seq);
+                    self.hub.publish(Arc::new(event));
+                }
+                let mut remote = self.remote.lock().unwrap_or_else(PoisonError::into_inner);
+                let entry = remote.entry(session_id).or_insert(0);
+                *entry = (*entry).max(highest);
+            }
+            Err(e) => {
+                tracing::warn!(%session_id, error = %e, "reading remotely appended events failed")
+            }
+        }
+    }
+
+    /// Notifications may have been lost: nudge every watched session's watchers to re-read
+    /// the log (they see a gap and catch up).
+    pub async fn resync(&self) {
+        for session_id in self.hub.watched_session_ids() {
+            let last = match self.store.last_event_seq(session_id).await {
+                Ok(last) if last > 0 => last,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(%session_id, error = %e, "resync: reading the log failed");
+                    continue;
+                }
+            };
+            self.remote
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&session_id);
+            self.on_remote_append(session_id, last, last).await;
         }
     }
 
@@ -151,6 +261,27 @@ impl EventLog {
     ) -> Result<Arc<StoredEvent>, store::Error> {
         let event = Arc::new(self.store.append_event(session_id, run_id, &kind).await?);
         self.hub.publish(Arc::clone(&event));
+        Ok(event)
+    }
+
+    /// Ends a run (see [`Store::finish_run`]) with its `done` event, then publishes the event.
+    /// `None` when the run was not running under `owner` (nothing appended).
+    pub async fn finish_run(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        state: store::RunState,
+        error: Option<&str>,
+        done: EventKind,
+    ) -> Result<Option<Arc<StoredEvent>>, store::Error> {
+        let event = self
+            .store
+            .finish_run(run_id, owner, state, error, &done)
+            .await?
+            .map(Arc::new);
+        if let Some(event) = &event {
+            self.hub.publish(Arc::clone(event));
+        }
         Ok(event)
     }
 
@@ -233,8 +364,11 @@ impl Watch {
                 }
             }
             let received = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
+                // Events already published go out before a shutdown ends the stream (a run
+                // closed by shutdown publishes its last events just before).
+                biased;
                 received = self.live.recv() => received,
+                _ = self.shutdown.cancelled() => return None,
             };
             match received {
                 Ok(event) if event.seq <= self.last => {}

@@ -21,13 +21,15 @@ use uuid::Uuid;
 
 use crate::domain::NewSession;
 use crate::event_log::EventLog;
+use crate::run::{AbortOutcome, OnBusy, RunManager, SendRequest, SubmitError};
 use crate::sandboxes::SandboxCleaner;
 use crate::store::{self, SessionQuery, Store};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
-/// Message of the RPCs that arrive with agent runs.
-pub const RUNS_UNAVAILABLE: &str = "agent runs are not available yet (issue #3)";
+/// Message of `ResumeSession`, which arrives with human approval of tool calls.
+pub const RESUME_UNAVAILABLE: &str =
+    "resuming a run paused for approval is not available yet (issue #4)";
 
 /// How the caller's scope is determined.
 #[derive(Debug, Clone)]
@@ -62,6 +64,7 @@ impl ScopePolicy {
 pub struct SessionApi {
     events: EventLog,
     sandboxes: SandboxCleaner,
+    runs: RunManager,
     scopes: ScopePolicy,
     shutdown: CancellationToken,
 }
@@ -71,12 +74,14 @@ impl SessionApi {
     pub fn new(
         events: EventLog,
         sandboxes: SandboxCleaner,
+        runs: RunManager,
         scopes: ScopePolicy,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             events,
             sandboxes,
+            runs,
             scopes,
             shutdown,
         }
@@ -120,6 +125,40 @@ fn store_error(e: store::Error) -> Status {
 
 fn invalid(e: ApiError) -> Status {
     e.into_status()
+}
+
+/// Maps a refused message.
+fn submit_error(e: SubmitError) -> Status {
+    match e {
+        SubmitError::Busy(id) => ApiError::new(
+            Code::Conflict,
+            format!(
+                "session {id} is busy with another run; wait for it to finish, or send with \
+                 on_busy=enqueue (queue this message) or on_busy=interrupt (abort the run)"
+            ),
+        )
+        .with_detail("session_id", id.to_string())
+        .into_status(),
+        SubmitError::Callback(e) => ApiError::validation(e.to_string())
+            .with_detail("field", "callback_url")
+            .into_status(),
+        SubmitError::ShuttingDown => {
+            ApiError::new(Code::Unavailable, "the session service is shutting down").into_status()
+        }
+        SubmitError::Store(e) => store_error(e),
+    }
+}
+
+fn on_busy(raw: i32) -> Result<OnBusy, Status> {
+    match pb::OnBusy::try_from(raw) {
+        Ok(pb::OnBusy::Unspecified | pb::OnBusy::Reject) => Ok(OnBusy::Reject),
+        Ok(pb::OnBusy::Enqueue) => Ok(OnBusy::Enqueue),
+        Ok(pb::OnBusy::Interrupt) => Ok(OnBusy::Interrupt),
+        Err(_) => Err(invalid(
+            ApiError::validation(format!("on_busy {raw} is not a known policy"))
+                .with_detail("field", "on_busy"),
+        )),
+    }
 }
 
 #[tonic::async_trait]
@@ -209,6 +248,7 @@ impl SessionService for SessionApi {
         {
             return Err(not_found(id));
         }
+        self.runs.session_deleted(id);
         self.events.hub().close(id);
         self.sandboxes.delete_for_session(id).await;
         tracing::debug!(session_id = %id, "session deleted");
@@ -272,15 +312,52 @@ impl SessionService for SessionApi {
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::SendMessageStream>, Status> {
         let scope = self.scopes.scope_of(request.metadata())?;
-        let req = request.get_ref();
+        let req = request.into_inner();
         let id = validate::uuid("session_id", &req.session_id).map_err(invalid)?;
         if req.content.is_empty() {
             return Err(invalid(
                 ApiError::validation("content must not be empty").with_detail("field", "content"),
             ));
         }
-        self.visible_session(&scope, id).await?;
-        Err(ApiError::new(Code::NotImplemented, RUNS_UNAVAILABLE).into_status())
+        let parent_id = req
+            .parent_id
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            .map(|p| validate::uuid("parent_id", p))
+            .transpose()
+            .map_err(invalid)?;
+        let on_busy = on_busy(req.on_busy)?;
+        let session = self.visible_session(&scope, id).await?;
+        let accepted = self
+            .runs
+            .submit(
+                &session,
+                SendRequest {
+                    content: req.content,
+                    model: req.model.filter(|m| !m.trim().is_empty()),
+                    parent_id,
+                    callback_url: req.callback_url.filter(|u| !u.is_empty()),
+                    on_busy,
+                },
+            )
+            .await
+            .map_err(submit_error)?;
+        tracing::debug!(session_id = %id, run_id = %accepted.run.id, "message accepted");
+        let stream = self
+            .runs
+            .watch_run(
+                id,
+                accepted.run.id,
+                accepted.after_seq,
+                self.shutdown.clone(),
+            )
+            .map(|item| match item {
+                Ok(event) => Ok(pb::SendMessageResponse {
+                    event: Some(event.as_ref().into()),
+                }),
+                Err(e) => Err(store_error(e)),
+            });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type WatchEventsStream = BoxStream<pb::WatchEventsResponse>;
@@ -309,8 +386,23 @@ impl SessionService for SessionApi {
         &self,
         request: Request<pb::AbortSessionRequest>,
     ) -> Result<Response<pb::AbortSessionResponse>, Status> {
-        self.scopes.scope_of(request.metadata())?;
-        Err(ApiError::new(Code::NotImplemented, RUNS_UNAVAILABLE).into_status())
+        let scope = self.scopes.scope_of(request.metadata())?;
+        let id = validate::uuid("session_id", &request.get_ref().session_id).map_err(invalid)?;
+        self.visible_session(&scope, id).await?;
+        let outcome = self.runs.abort(id).await.map_err(store_error)?;
+        Ok(Response::new(match outcome {
+            AbortOutcome::Requested { run_id, .. } => pb::AbortSessionResponse {
+                success: true,
+                message: format!(
+                    "run {run_id} is being aborted; its stream ends with error ABORTED, status \
+                     cancelled and done"
+                ),
+            },
+            AbortOutcome::Idle => pb::AbortSessionResponse {
+                success: false,
+                message: format!("session {id} has no active run to abort"),
+            },
+        }))
     }
 
     type ResumeSessionStream = BoxStream<pb::ResumeSessionResponse>;
@@ -320,6 +412,6 @@ impl SessionService for SessionApi {
         request: Request<pb::ResumeSessionRequest>,
     ) -> Result<Response<Self::ResumeSessionStream>, Status> {
         self.scopes.scope_of(request.metadata())?;
-        Err(ApiError::new(Code::NotImplemented, RUNS_UNAVAILABLE).into_status())
+        Err(ApiError::new(Code::NotImplemented, RESUME_UNAVAILABLE).into_status())
     }
 }

@@ -4,19 +4,25 @@
 //!
 //! Used by the `cognition-session` binary, by `cognition up` (all services in one process) and
 //! by tests, all through [`run`]. Layout: domain types ([`domain`], [`event`]), the storage
-//! trait and its backends ([`store`]), the event log with live fan-out ([`event_log`]), the gRPC
-//! adapter ([`grpc`]) and sandbox cleanup on the executor ([`sandboxes`]). Agent runs (LLM
-//! calls, tools) arrive with issue #3; HTTP stays in the gateway.
+//! trait and its backends ([`store`]), the event log with live fan-out ([`event_log`]), agent
+//! runs ([`run`]: leases, the agent loop, abort, recovery) with the model interface ([`llm`]),
+//! the built-in tools ([`tools`]) and callbacks ([`callback`]), the gRPC adapter ([`grpc`])
+//! and sandbox cleanup on the executor ([`sandboxes`]). HTTP stays in the gateway.
 
 pub mod agents;
+pub mod callback;
 pub mod config;
 pub mod domain;
 pub mod event;
 pub mod event_log;
 pub mod grpc;
+pub mod llm;
+pub mod run;
 pub mod sandboxes;
 pub mod store;
+pub mod tools;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cognition_proto::session::v1::session_service_server::SessionServiceServer;
@@ -38,6 +44,8 @@ pub enum Error {
     Store(#[from] store::Error),
     #[error(transparent)]
     Executor(#[from] sandboxes::InvalidExecutorUrl),
+    #[error("language model configuration: {0}")]
+    Llm(#[from] cognition_config::ConfigError),
     #[error("building gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
@@ -65,29 +73,88 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let model: Arc<dyn llm::ModelClient> =
+        Arc::new(llm::router_from_config(&config, std::env::vars())?);
     let store = store::open(&config).await?;
     tracing::info!(backend = ?store.backend(), "session store ready");
     let events = EventLog::new(store.clone());
-    let served = serve(&config, events, listener, shutdown).await;
+    let served = serve_with_model(&config, events, model, listener, shutdown).await;
     store.close().await;
     served
 }
 
 /// Serves the session service on `listener` with an already opened store (wrapped in
-/// `events`, which the caller may keep to append events). Returns after `shutdown` is
-/// cancelled and open calls have finished; event streams end on shutdown.
+/// `events`, which the caller may keep to append events), and the model configured by
+/// `config` (`COGNITION_LLM_*` plus the provider key variables of the process environment).
+/// Returns after `shutdown` is cancelled and open calls have finished; event streams end on
+/// shutdown.
 pub async fn serve(
     config: &Config,
     events: EventLog,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let model: Arc<dyn llm::ModelClient> =
+        Arc::new(llm::router_from_config(config, std::env::vars())?);
+    serve_with_model(config, events, model, listener, shutdown).await
+}
+
+/// The run machinery of one replica, from `config`.
+pub fn run_manager(
+    config: &Config,
+    events: EventLog,
+    model: Arc<dyn llm::ModelClient>,
+) -> Result<run::RunManager, Error> {
+    let toolbox = tools::Toolbox::new(
+        tools::Executor::new(config.executor_url.as_deref())?,
+        tools::ToolSettings {
+            max_output_chars: config.tool_output_max_chars,
+            default_timeout: Duration::from_secs(config.tool_timeout_secs),
+            ..tools::ToolSettings::default()
+        },
+    );
+    let callbacks = callback::Callbacks::new(callback::CallbackSettings {
+        secret: config
+            .callback_secret
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.expose().to_owned()),
+        allow_private: config.callback_allow_private,
+        max_attempts: config.callback_max_attempts,
+        backoff: Duration::from_millis(config.callback_backoff_ms),
+    });
+    Ok(run::RunManager::new(
+        run::RunSettings::from_config(config),
+        events,
+        model,
+        toolbox,
+        callbacks,
+    ))
+}
+
+/// [`serve`] with an explicit model client (tests and embedders choose the providers).
+///
+/// On shutdown: health turns NOT_SERVING, the runs executing here are closed as interrupted
+/// with their terminal events (bounded wait), then the event streams end and the server stops.
+pub async fn serve_with_model(
+    config: &Config,
+    events: EventLog,
+    model: Arc<dyn llm::ModelClient>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let sandboxes = sandboxes::SandboxCleaner::new(config.executor_url.as_deref())?;
+    let runs = run_manager(config, events.clone(), model)?;
+    runs.start_background();
+    tracing::info!(replica_id = runs.replica_id(), "run manager started");
+    // Event streams end after the runs wrote their last events, not at the shutdown signal.
+    let streams = CancellationToken::new();
     let api = grpc::SessionApi::new(
         events,
         sandboxes,
+        runs.clone(),
         grpc::ScopePolicy::from_config(config),
-        shutdown.clone(),
+        streams.clone(),
     );
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -95,9 +162,7 @@ pub async fn serve(
         .set_serving::<SessionServiceServer<grpc::SessionApi>>()
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(cognition_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = cognition_proto::reflection_service("cognition.session.v1.SessionService")?;
 
     // `serve_with_incoming` ignores the builder's TCP_NODELAY; set it on each connection.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -118,6 +183,8 @@ pub async fn serve(
             .set_service_status("", ServingStatus::NotServing)
             .await;
         tracing::info!("session service shutting down");
+        runs.shutdown().await;
+        streams.cancel();
     };
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))

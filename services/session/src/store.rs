@@ -8,6 +8,7 @@
 
 pub mod cursor;
 pub mod postgres;
+pub mod runs;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use cognition_proto::scope::Scope;
 use uuid::Uuid;
 
 pub use self::cursor::{Cursor, CursorError};
+pub use self::runs::{Lease, LeaseRenewal, NewRun, Notification, Notifications, Run, RunState};
 use crate::config::{Config, PersistenceBackend, redact_uri};
 use crate::domain::{Message, NewMessage, NewSession, Session, SessionPatch, StringMap};
 use crate::event::{EventKind, StoredEvent};
@@ -45,6 +47,9 @@ pub enum Error {
     SessionNotFound(Uuid),
     #[error("scope key {0:?} cannot be used in a query")]
     InvalidScopeKey(String),
+    /// The session already has an active (queued or running) run.
+    #[error("session {0} already has an active run")]
+    Busy(Uuid),
 }
 
 impl Error {
@@ -136,6 +141,15 @@ pub trait Store: Send + Sync + 'static {
         run_id: Option<Uuid>,
         kind: &EventKind,
     ) -> Result<StoredEvent, Error>;
+    /// Appends several events of one session at once, in order, with consecutive `seq`s
+    /// (one transaction: the agent loop's group commit of events that queued up while the
+    /// previous write was in flight). At most [`MAX_EVENT_BATCH`] events.
+    async fn append_events(
+        &self,
+        session_id: Uuid,
+        run_id: Option<Uuid>,
+        kinds: &[EventKind],
+    ) -> Result<Vec<StoredEvent>, Error>;
     /// Events with `seq > after_seq`, in order, at most `limit`.
     async fn events_after(
         &self,
@@ -144,9 +158,72 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<StoredEvent>, Error>;
 
+    /// The highest event `seq` of the session (0: none yet).
+    async fn last_event_seq(&self, session_id: Uuid) -> Result<u64, Error>;
+    /// The whole conversation of a session, oldest first (internal: no scope).
+    async fn conversation(&self, session_id: Uuid) -> Result<Vec<Message>, Error>;
+
+    // Runs (see `crate::run`). At most one run per session is `running`, enforced by the
+    // database; `queued` runs start in creation order.
+
+    /// Creates a run and starts it at once, owned by `lease.owner`, appending its user message
+    /// in the same transaction. [`Error::Busy`] when the session has a queued or running run;
+    /// [`Error::SessionNotFound`] when the session does not exist.
+    async fn start_run(&self, new: NewRun, lease: &Lease) -> Result<(Run, Message), Error>;
+    /// Creates a queued run, to start after the session's earlier runs.
+    async fn enqueue_run(&self, new: NewRun) -> Result<Run, Error>;
+    /// Starts the session's oldest queued run when none is running (appending its user
+    /// message); `None` when there is nothing to start or another run is running.
+    async fn start_next_run(
+        &self,
+        session_id: Uuid,
+        lease: &Lease,
+    ) -> Result<Option<(Run, Message)>, Error>;
+    /// Sessions that have queued runs but no running one (at most `limit`).
+    async fn sessions_with_startable_runs(&self, limit: u32) -> Result<Vec<Uuid>, Error>;
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<Run>, Error>;
+    /// The session's running run, if any.
+    async fn running_run(&self, session_id: Uuid) -> Result<Option<Run>, Error>;
+    /// Marks the session's running run cancel-requested and tells the other replicas; returns
+    /// it (`None`: no running run).
+    async fn request_cancel(&self, session_id: Uuid) -> Result<Option<Run>, Error>;
+    /// Extends the leases of those of `run_ids` that are running and held by `lease.owner`;
+    /// returns them (a run missing from the answer is no longer this owner's).
+    async fn renew_leases(
+        &self,
+        lease: &Lease,
+        run_ids: &[Uuid],
+    ) -> Result<Vec<LeaseRenewal>, Error>;
+    /// Takes over (sets the lease of) up to `limit` running runs whose lease expired before
+    /// `now`; the caller then closes them.
+    async fn take_over_expired_runs(
+        &self,
+        lease: &Lease,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Run>, Error>;
+    /// Ends a running run held by `owner` in the terminal `state` and appends its last event
+    /// (`done`) in the same transaction, so a run is never terminal without its `done` nor
+    /// `done` without being terminal. `None` (nothing changed) when the run is not running or
+    /// someone else holds it.
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        state: RunState,
+        error: Option<&str>,
+        done: &EventKind,
+    ) -> Result<Option<StoredEvent>, Error>;
+    /// Notifications from other replicas (PostgreSQL LISTEN/NOTIFY); `None` for a backend
+    /// that serves a single replica (SQLite), where in-process fan-out is complete.
+    async fn notifications(&self) -> Result<Option<Notifications>, Error>;
+
     /// Closes the connection pools (waits for in-flight queries).
     async fn close(&self);
 }
+
+/// Most events [`Store::append_events`] takes at once (bind-parameter limits).
+pub const MAX_EVENT_BATCH: usize = 256;
 
 /// A migration that [`migrate`] applied.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -73,3 +73,24 @@ pub mod error_code {
         }
     }
 }
+
+/// The gRPC server reflection service of a Cognition server that serves `service` (e.g.
+/// `cognition.session.v1.SessionService`): it advertises that service, `grpc.health.v1.Health`
+/// and reflection itself — and not the other Cognition services whose descriptors share the set.
+#[cfg(feature = "server")]
+pub fn reflection_service(
+    service: &str,
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(service)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .build_v1()
+}

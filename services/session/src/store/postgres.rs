@@ -14,13 +14,15 @@ use sqlx::types::Json;
 use sqlx::{Connection, PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
+use super::runs::{EVENTS_CHANNEL, RUNS_CHANNEL, parse_event_payload};
 use super::{
-    Error, MessagePage, MigrationReport, SessionPage, SessionQuery, Store, connect_error, report,
-    to_i64, to_u64,
+    Error, Lease, LeaseRenewal, MessagePage, MigrationReport, NewRun, Notification, Notifications,
+    Run, RunState, SessionPage, SessionQuery, Store, connect_error, report, to_i64, to_u64,
 };
 use crate::config::{PersistenceBackend, redact_uri};
 use crate::domain::{
-    Message, NewMessage, NewSession, Session, SessionConfig, SessionPatch, StringMap, ToolCall,
+    Message, NewMessage, NewSession, Role, Session, SessionConfig, SessionPatch, StringMap,
+    ToolCall,
 };
 use crate::event::{EventKind, StoredEvent};
 use crate::store::Cursor;
@@ -33,6 +35,12 @@ const SESSION_COLUMNS: &str = "id, title, thread_id, status, agent_name, metadat
 const MESSAGE_COLUMNS: &str = "m.id, m.session_id, m.role, m.content, m.tool_calls, m.tool_call_id, \
      m.token_count, m.model_used, m.parent_id, m.created_at";
 const EVENT_COLUMNS: &str = "session_id, seq, run_id, type, data, created_at";
+const RUN_COLUMNS: &str = "id, session_id, status, content, model, parent_id, callback_url, \
+     user_message_id, owner, lease_expires_at, heartbeat_at, cancel_requested, error, created_at, \
+     started_at, finished_at";
+
+/// Pause before re-establishing a lost notification connection.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a query waits for a free pool connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +49,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Tags this store's event notifications, so that its own listener skips them.
+    origin: String,
 }
 
 fn options(url: &str) -> Result<PgConnectOptions, Error> {
@@ -60,7 +70,10 @@ impl PostgresStore {
             .connect_with(options(url)?)
             .await
             .map_err(connect_error(url))?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            origin: Uuid::new_v4().simple().to_string(),
+        })
     }
 
     /// Applies pending migrations (idempotent; replicas starting together serialize on sqlx's
@@ -171,6 +184,224 @@ fn push_metadata(q: &mut QueryBuilder<'_, Postgres>, metadata: &StringMap) {
         q.push(" AND metadata @> ");
         q.push_bind(Json(metadata.clone()));
     }
+}
+
+fn run_from_row(row: &PgRow) -> Result<Run, Error> {
+    Ok(Run {
+        id: row.try_get("id")?,
+        session_id: row.try_get("session_id")?,
+        state: row
+            .try_get::<&str, _>("status")?
+            .parse()
+            .map_err(Error::decode)?,
+        content: row.try_get("content")?,
+        model: row.try_get("model")?,
+        parent_id: row.try_get("parent_id")?,
+        callback_url: row.try_get("callback_url")?,
+        user_message_id: row.try_get("user_message_id")?,
+        owner: row.try_get("owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+/// The user message that starts `run`.
+fn user_message(run: &Run) -> NewMessage {
+    NewMessage {
+        parent_id: run.parent_id,
+        ..NewMessage::text(Role::User, run.content.clone())
+    }
+}
+
+/// Appends a message inside a transaction (see [`Store::append_message`]).
+async fn append_message_in(
+    conn: &mut PgConnection,
+    session_id: Uuid,
+    new: NewMessage,
+) -> Result<Message, Error> {
+    let m = new.into_message(session_id);
+    let inserted = sqlx::query(
+        "WITH s AS ( \
+             UPDATE sessions SET message_count = message_count + 1, updated_at = $11 \
+             WHERE id = $2 RETURNING id, message_count) \
+         INSERT INTO messages (id, session_id, position, role, content, tool_calls, \
+             tool_call_id, token_count, model_used, parent_id, created_at) \
+         SELECT $1, s.id, s.message_count, $3, $4, $5, $6, $7, $8, $9, $10 FROM s",
+    )
+    .bind(m.id)
+    .bind(session_id)
+    .bind(m.role.as_str())
+    .bind(&m.content)
+    .bind(Json(&m.tool_calls))
+    .bind(&m.tool_call_id)
+    .bind(m.token_count.map(to_i64))
+    .bind(&m.model_used)
+    .bind(m.parent_id)
+    .bind(m.created_at)
+    .bind(m.created_at)
+    .execute(&mut *conn)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(Error::SessionNotFound(session_id));
+    }
+    Ok(m)
+}
+
+/// Appends an event inside a transaction (see [`Store::append_event`]), with its NOTIFY.
+async fn append_event_in(
+    conn: &mut PgConnection,
+    origin: &str,
+    session_id: Uuid,
+    run_id: Option<Uuid>,
+    kind: &EventKind,
+) -> Result<StoredEvent, Error> {
+    let created_at = crate::domain::now();
+    let (event_type, data) = kind.to_parts();
+    let seq: Option<i64> = sqlx::query_scalar(
+        "WITH s AS ( \
+             UPDATE sessions SET last_event_seq = last_event_seq + 1 \
+             WHERE id = $1 RETURNING id, last_event_seq), \
+         e AS ( \
+             INSERT INTO events (session_id, seq, run_id, type, data, created_at) \
+             SELECT s.id, s.last_event_seq, $2, $3, $4, $5 FROM s \
+             RETURNING seq) \
+         SELECT e.seq FROM e \
+         WHERE pg_notify($6, $7 || ' ' || $1::text || ' ' || e.seq::text)::text IS NOT NULL",
+    )
+    .bind(session_id)
+    .bind(run_id)
+    .bind(event_type)
+    .bind(Json(&data))
+    .bind(created_at)
+    .bind(EVENTS_CHANNEL)
+    .bind(origin)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let seq = seq.ok_or(Error::SessionNotFound(session_id))?;
+    Ok(StoredEvent {
+        session_id,
+        seq: to_u64(seq, "seq")?,
+        run_id,
+        created_at,
+        kind: kind.clone(),
+    })
+}
+
+async fn insert_run(conn: &mut PgConnection, run: &Run) -> Result<(), Error> {
+    sqlx::query(&format!(
+        "INSERT INTO runs ({RUN_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+    ))
+    .bind(run.id)
+    .bind(run.session_id)
+    .bind(run.state.as_str())
+    .bind(&run.content)
+    .bind(&run.model)
+    .bind(run.parent_id)
+    .bind(&run.callback_url)
+    .bind(run.user_message_id)
+    .bind(&run.owner)
+    .bind(run.lease_expires_at)
+    .bind(run.heartbeat_at)
+    .bind(run.cancel_requested)
+    .bind(&run.error)
+    .bind(run.created_at)
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| busy_or(e, run.session_id))?;
+    Ok(())
+}
+
+/// A unique violation on `runs` means another run is running: [`Error::Busy`].
+fn busy_or(e: sqlx::Error, session_id: Uuid) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Busy(session_id),
+        _ => Error::Database(e),
+    }
+}
+
+/// Locks the session row for the rest of the transaction: run creation and start serialize
+/// per session. `false` when the session does not exist.
+async fn lock_session(conn: &mut PgConnection, session_id: Uuid) -> Result<bool, Error> {
+    let found: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM sessions WHERE id = $1 FOR UPDATE")
+            .bind(session_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// The notifications of one `PgListener`, re-listening after connection losses.
+fn listen(pool: PgPool, origin: String) -> Notifications {
+    struct State {
+        pool: PgPool,
+        origin: String,
+        listener: Option<sqlx::postgres::PgListener>,
+    }
+    let state = State {
+        pool,
+        origin,
+        listener: None,
+    };
+    Box::pin(futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if st.pool.is_closed() {
+                return None;
+            }
+            let listener = match st.listener.as_mut() {
+                Some(listener) => listener,
+                None => {
+                    let mut listener = match sqlx::postgres::PgListener::connect_with(&st.pool)
+                        .await
+                    {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "connecting the notification listener failed; retrying");
+                            tokio::time::sleep(LISTEN_RETRY).await;
+                            continue;
+                        }
+                    };
+                    if let Err(e) = listener.listen_all([EVENTS_CHANNEL, RUNS_CHANNEL]).await {
+                        tracing::warn!(error = %e, "LISTEN failed; retrying");
+                        tokio::time::sleep(LISTEN_RETRY).await;
+                        continue;
+                    }
+                    st.listener = Some(listener);
+                    // Anything sent before LISTEN took effect was missed.
+                    return Some((Notification::Resync, st));
+                }
+            };
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    let parsed = match n.channel() {
+                        EVENTS_CHANNEL => parse_event_payload(n.payload(), &st.origin),
+                        RUNS_CHANNEL => Uuid::parse_str(n.payload())
+                            .ok()
+                            .map(|run_id| Notification::CancelRequested { run_id }),
+                        _ => None,
+                    };
+                    if let Some(parsed) = parsed {
+                        return Some((parsed, st));
+                    }
+                }
+                // The connection was lost; the listener reconnects on the next call.
+                Ok(None) => return Some((Notification::Resync, st)),
+                Err(sqlx::Error::PoolClosed) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "notification listener failed; reconnecting");
+                    st.listener = None;
+                    tokio::time::sleep(LISTEN_RETRY).await;
+                }
+            }
+        }
+    }))
 }
 
 #[async_trait]
@@ -383,19 +614,26 @@ impl Store for PostgresStore {
     ) -> Result<StoredEvent, Error> {
         let created_at = crate::domain::now();
         let (event_type, data) = kind.to_parts();
+        // The NOTIFY (delivered on commit) tells the other replicas' listeners; see
+        // `crate::event_log` for the fan-out.
         let seq: Option<i64> = sqlx::query_scalar(
             "WITH s AS ( \
                  UPDATE sessions SET last_event_seq = last_event_seq + 1 \
-                 WHERE id = $1 RETURNING id, last_event_seq) \
-             INSERT INTO events (session_id, seq, run_id, type, data, created_at) \
-             SELECT s.id, s.last_event_seq, $2, $3, $4, $5 FROM s \
-             RETURNING seq",
+                 WHERE id = $1 RETURNING id, last_event_seq), \
+             e AS ( \
+                 INSERT INTO events (session_id, seq, run_id, type, data, created_at) \
+                 SELECT s.id, s.last_event_seq, $2, $3, $4, $5 FROM s \
+                 RETURNING seq) \
+             SELECT e.seq FROM e \
+             WHERE pg_notify($6, $7 || ' ' || $1::text || ' ' || e.seq::text)::text IS NOT NULL",
         )
         .bind(session_id)
         .bind(run_id)
         .bind(event_type)
         .bind(Json(&data))
         .bind(created_at)
+        .bind(EVENTS_CHANNEL)
+        .bind(&self.origin)
         .fetch_optional(&self.pool)
         .await?;
         let seq = seq.ok_or(Error::SessionNotFound(session_id))?;
@@ -406,6 +644,62 @@ impl Store for PostgresStore {
             created_at,
             kind: kind.clone(),
         })
+    }
+
+    async fn append_events(
+        &self,
+        session_id: Uuid,
+        run_id: Option<Uuid>,
+        kinds: &[EventKind],
+    ) -> Result<Vec<StoredEvent>, Error> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = kinds.len() as i64;
+        let created_at = crate::domain::now();
+        let mut tx = self.pool.begin().await?;
+        let last: Option<i64> = sqlx::query_scalar(
+            "UPDATE sessions SET last_event_seq = last_event_seq + $2 WHERE id = $1 \
+             RETURNING last_event_seq",
+        )
+        .bind(session_id)
+        .bind(n)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let last = last.ok_or(Error::SessionNotFound(session_id))?;
+        let base = last - n;
+        let mut q = QueryBuilder::<Postgres>::new(
+            "INSERT INTO events (session_id, seq, run_id, type, data, created_at) ",
+        );
+        q.push_values(kinds.iter().enumerate(), |mut row, (i, kind)| {
+            let (event_type, data) = kind.to_parts();
+            row.push_bind(session_id)
+                .push_bind(base + 1 + i as i64)
+                .push_bind(run_id)
+                .push_bind(event_type)
+                .push_bind(Json(data))
+                .push_bind(created_at);
+        });
+        q.build().execute(&mut *tx).await?;
+        sqlx::query("SELECT pg_notify($1, $2)::text")
+            .bind(EVENTS_CHANNEL)
+            .bind(format!("{} {session_id} {} {last}", self.origin, base + 1))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                Ok(StoredEvent {
+                    session_id,
+                    seq: to_u64(base + 1 + i as i64, "seq")?,
+                    run_id,
+                    created_at,
+                    kind: kind.clone(),
+                })
+            })
+            .collect()
     }
 
     async fn events_after(
@@ -425,6 +719,260 @@ impl Store for PostgresStore {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_seq(&self, session_id: Uuid) -> Result<u64, Error> {
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_event_seq FROM sessions WHERE id = $1")
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        to_u64(seq.unwrap_or(0), "seq")
+    }
+
+    async fn conversation(&self, session_id: Uuid) -> Result<Vec<Message>, Error> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages AS m WHERE m.session_id = $1 \
+             ORDER BY m.position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn start_run(&self, new: NewRun, lease: &Lease) -> Result<(Run, Message), Error> {
+        let mut tx = self.pool.begin().await?;
+        if !lock_session(&mut tx, new.session_id).await? {
+            return Err(Error::SessionNotFound(new.session_id));
+        }
+        let busy: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = $1 AND status IN ('queued', 'running') LIMIT 1",
+        )
+        .bind(new.session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if busy.is_some() {
+            return Err(Error::Busy(new.session_id));
+        }
+        let mut run = new.into_run(RunState::Running);
+        let message = append_message_in(&mut tx, run.session_id, user_message(&run)).await?;
+        run.user_message_id = Some(message.id);
+        run.owner = Some(lease.owner.clone());
+        run.lease_expires_at = Some(lease.until);
+        run.heartbeat_at = Some(run.created_at);
+        run.started_at = Some(run.created_at);
+        insert_run(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok((run, message))
+    }
+
+    async fn enqueue_run(&self, new: NewRun) -> Result<Run, Error> {
+        let run = new.into_run(RunState::Queued);
+        let mut tx = self.pool.begin().await?;
+        if !lock_session(&mut tx, run.session_id).await? {
+            return Err(Error::SessionNotFound(run.session_id));
+        }
+        insert_run(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    async fn start_next_run(
+        &self,
+        session_id: Uuid,
+        lease: &Lease,
+    ) -> Result<Option<(Run, Message)>, Error> {
+        // Most turns end with nothing queued: answer that without locking the session.
+        // (A run queued after this check is started by its enqueuer.)
+        let queued: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = $1 AND status = 'queued' LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if queued.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.pool.begin().await?;
+        if !lock_session(&mut tx, session_id).await? {
+            return Ok(None);
+        }
+        let running: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = $1 AND status = 'running' LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if running.is_some() {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = $1 AND status = 'queued' \
+             ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut run = run_from_row(&row)?;
+        let message = append_message_in(&mut tx, session_id, user_message(&run)).await?;
+        let now = crate::domain::now();
+        run.state = RunState::Running;
+        run.user_message_id = Some(message.id);
+        run.owner = Some(lease.owner.clone());
+        run.lease_expires_at = Some(lease.until);
+        run.heartbeat_at = Some(now);
+        run.started_at = Some(now);
+        sqlx::query(
+            "UPDATE runs SET status = 'running', user_message_id = $2, owner = $3, \
+             lease_expires_at = $4, heartbeat_at = $5, started_at = $5 \
+             WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(run.id)
+        .bind(message.id)
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| busy_or(e, session_id))?;
+        tx.commit().await?;
+        Ok(Some((run, message)))
+    }
+
+    async fn sessions_with_startable_runs(&self, limit: u32) -> Result<Vec<Uuid>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT q.session_id FROM runs AS q WHERE q.status = 'queued' \
+             AND NOT EXISTS (SELECT 1 FROM runs AS r \
+                             WHERE r.session_id = q.session_id AND r.status = 'running') \
+             LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<Run>, Error> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1"))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn running_run(&self, session_id: Uuid) -> Result<Option<Run>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = $1 AND status = 'running'"
+        ))
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn request_cancel(&self, session_id: Uuid) -> Result<Option<Run>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET cancel_requested = TRUE \
+             WHERE session_id = $1 AND status = 'running' RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let run = row.as_ref().map(run_from_row).transpose()?;
+        if let Some(run) = &run {
+            sqlx::query("SELECT pg_notify($1, $2)::text")
+                .bind(RUNS_CHANNEL)
+                .bind(run.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    async fn renew_leases(
+        &self,
+        lease: &Lease,
+        run_ids: &[Uuid],
+    ) -> Result<Vec<LeaseRenewal>, Error> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE runs SET lease_expires_at = $1, heartbeat_at = $2 \
+             WHERE owner = $3 AND status = 'running' AND id = ANY($4) \
+             RETURNING id, cancel_requested",
+        )
+        .bind(lease.until)
+        .bind(crate::domain::now())
+        .bind(&lease.owner)
+        .bind(run_ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeaseRenewal {
+                    run_id: row.try_get("id")?,
+                    cancel_requested: row.try_get("cancel_requested")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_over_expired_runs(
+        &self,
+        lease: &Lease,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<Run>, Error> {
+        let rows = sqlx::query(&format!(
+            "UPDATE runs SET owner = $1, lease_expires_at = $2 \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'running' \
+                          AND lease_expires_at < $3 LIMIT $4 FOR UPDATE SKIP LOCKED) \
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&lease.owner)
+        .bind(lease.until)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        state: RunState,
+        error: Option<&str>,
+        done: &EventKind,
+    ) -> Result<Option<StoredEvent>, Error> {
+        let mut tx = self.pool.begin().await?;
+        let session_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE runs SET status = $1, error = $2, finished_at = $3, lease_expires_at = NULL \
+             WHERE id = $4 AND owner = $5 AND status = 'running' RETURNING session_id",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(crate::domain::now())
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(session_id) = session_id else {
+            return Ok(None);
+        };
+        let event = append_event_in(&mut tx, &self.origin, session_id, Some(run_id), done).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn notifications(&self) -> Result<Option<Notifications>, Error> {
+        Ok(Some(listen(self.pool.clone(), self.origin.clone())))
     }
 
     async fn close(&self) {

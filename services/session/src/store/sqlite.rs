@@ -20,12 +20,13 @@ use sqlx::{Connection, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{
-    Error, MessagePage, MigrationReport, SessionPage, SessionQuery, Store, connect_error, report,
-    to_i64, to_u64,
+    Error, Lease, LeaseRenewal, MessagePage, MigrationReport, NewRun, Notifications, Run, RunState,
+    SessionPage, SessionQuery, Store, connect_error, report, to_i64, to_u64,
 };
 use crate::config::{PersistenceBackend, redact_uri};
 use crate::domain::{
-    Message, NewMessage, NewSession, Session, SessionConfig, SessionPatch, StringMap, ToolCall,
+    Message, NewMessage, NewSession, Role, Session, SessionConfig, SessionPatch, StringMap,
+    ToolCall,
 };
 use crate::event::{EventKind, StoredEvent};
 use crate::store::Cursor;
@@ -38,6 +39,14 @@ const SESSION_COLUMNS: &str = "id, title, thread_id, status, agent_name, metadat
 const MESSAGE_COLUMNS: &str = "m.id, m.session_id, m.role, m.content, m.tool_calls, m.tool_call_id, \
      m.token_count, m.model_used, m.parent_id, m.created_at";
 const EVENT_COLUMNS: &str = "session_id, seq, run_id, type, data, created_at";
+const RUN_COLUMNS: &str = "id, session_id, status, content, model, parent_id, callback_url, \
+     user_message_id, owner, lease_expires_at, heartbeat_at, cancel_requested, error, created_at, \
+     started_at, finished_at";
+
+/// Write transactions that read first take the write lock up front: a deferred transaction
+/// that reads, then writes, fails at once ("database is locked") when another connection (a
+/// second service instance on the same file) wrote in between.
+const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 /// How long a connection waits for SQLite's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -240,6 +249,154 @@ fn push_metadata(q: &mut QueryBuilder<'_, Sqlite>, metadata: &StringMap) {
         q.push(" AND kv.type = 'text' AND kv.value = ");
         q.push_bind(value.clone());
         q.push(")");
+    }
+}
+
+fn optional_time(row: &SqliteRow, column: &str) -> Result<Option<DateTime<Utc>>, Error> {
+    match row.try_get::<Option<i64>, _>(column)? {
+        None => Ok(None),
+        Some(value) => DateTime::from_timestamp_micros(value)
+            .map(Some)
+            .ok_or_else(|| Error::decode(format_args!("{column} out of range: {value}"))),
+    }
+}
+
+fn run_from_row(row: &SqliteRow) -> Result<Run, Error> {
+    Ok(Run {
+        id: row.try_get("id")?,
+        session_id: row.try_get("session_id")?,
+        state: row
+            .try_get::<&str, _>("status")?
+            .parse()
+            .map_err(Error::decode)?,
+        content: row.try_get("content")?,
+        model: row.try_get("model")?,
+        parent_id: row.try_get("parent_id")?,
+        callback_url: row.try_get("callback_url")?,
+        user_message_id: row.try_get("user_message_id")?,
+        owner: row.try_get("owner")?,
+        lease_expires_at: optional_time(row, "lease_expires_at")?,
+        heartbeat_at: optional_time(row, "heartbeat_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        error: row.try_get("error")?,
+        created_at: time(row, "created_at")?,
+        started_at: optional_time(row, "started_at")?,
+        finished_at: optional_time(row, "finished_at")?,
+    })
+}
+
+/// The user message that starts `run`.
+fn user_message(run: &Run) -> NewMessage {
+    NewMessage {
+        parent_id: run.parent_id,
+        ..NewMessage::text(Role::User, run.content.clone())
+    }
+}
+
+/// Appends a message inside a transaction (see [`Store::append_message`]).
+async fn append_message_in(
+    conn: &mut sqlx::SqliteConnection,
+    session_id: Uuid,
+    new: NewMessage,
+) -> Result<Message, Error> {
+    let m = new.into_message(session_id);
+    let position: Option<i64> = sqlx::query_scalar(
+        "UPDATE sessions SET message_count = message_count + 1, updated_at = ?1 \
+         WHERE id = ?2 RETURNING message_count",
+    )
+    .bind(micros(m.created_at))
+    .bind(session_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(position) = position else {
+        return Err(Error::SessionNotFound(session_id));
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, session_id, position, role, content, tool_calls, \
+         tool_call_id, token_count, model_used, parent_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )
+    .bind(m.id)
+    .bind(session_id)
+    .bind(position)
+    .bind(m.role.as_str())
+    .bind(&m.content)
+    .bind(Json(&m.tool_calls))
+    .bind(&m.tool_call_id)
+    .bind(m.token_count.map(to_i64))
+    .bind(&m.model_used)
+    .bind(m.parent_id)
+    .bind(micros(m.created_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(m)
+}
+
+/// Appends an event inside a transaction (see [`Store::append_event`]).
+async fn append_event_in(
+    conn: &mut sqlx::SqliteConnection,
+    session_id: Uuid,
+    run_id: Option<Uuid>,
+    kind: &EventKind,
+) -> Result<StoredEvent, Error> {
+    let created_at = crate::domain::now();
+    let (event_type, data) = kind.to_parts();
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO events (session_id, seq, run_id, type, data, created_at) \
+         SELECT s.id, COALESCE((SELECT MAX(e.seq) FROM events AS e WHERE e.session_id = ?1), 0) + 1, \
+                ?2, ?3, ?4, ?5 \
+         FROM sessions AS s WHERE s.id = ?1 \
+         RETURNING seq",
+    )
+    .bind(session_id)
+    .bind(run_id)
+    .bind(event_type)
+    .bind(Json(&data))
+    .bind(micros(created_at))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let seq = seq.ok_or(Error::SessionNotFound(session_id))?;
+    Ok(StoredEvent {
+        session_id,
+        seq: to_u64(seq, "seq")?,
+        run_id,
+        created_at,
+        kind: kind.clone(),
+    })
+}
+
+async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &Run) -> Result<(), Error> {
+    sqlx::query(&format!(
+        "INSERT INTO runs ({RUN_COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    ))
+    .bind(run.id)
+    .bind(run.session_id)
+    .bind(run.state.as_str())
+    .bind(&run.content)
+    .bind(&run.model)
+    .bind(run.parent_id)
+    .bind(&run.callback_url)
+    .bind(run.user_message_id)
+    .bind(&run.owner)
+    .bind(run.lease_expires_at.map(micros))
+    .bind(run.heartbeat_at.map(micros))
+    .bind(run.cancel_requested)
+    .bind(&run.error)
+    .bind(micros(run.created_at))
+    .bind(run.started_at.map(micros))
+    .bind(run.finished_at.map(micros))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| busy_or(e, run.session_id))?;
+    Ok(())
+}
+
+/// A unique violation on `runs` means another run is running: [`Error::Busy`].
+fn busy_or(e: sqlx::Error, session_id: Uuid) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Busy(session_id),
+        _ => Error::Database(e),
     }
 }
 
@@ -488,6 +645,54 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn append_events(
+        &self,
+        session_id: Uuid,
+        run_id: Option<Uuid>,
+        kinds: &[EventKind],
+    ) -> Result<Vec<StoredEvent>, Error> {
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created_at = crate::domain::now();
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let base: Option<i64> = sqlx::query_scalar(
+            "SELECT COALESCE((SELECT MAX(e.seq) FROM events AS e WHERE e.session_id = ?1), 0) \
+             FROM sessions WHERE id = ?1",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let base = base.ok_or(Error::SessionNotFound(session_id))?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO events (session_id, seq, run_id, type, data, created_at) ",
+        );
+        q.push_values(kinds.iter().enumerate(), |mut row, (i, kind)| {
+            let (event_type, data) = kind.to_parts();
+            row.push_bind(session_id)
+                .push_bind(base + 1 + i as i64)
+                .push_bind(run_id)
+                .push_bind(event_type)
+                .push_bind(Json(data))
+                .push_bind(micros(created_at));
+        });
+        q.build().execute(&mut *tx).await?;
+        tx.commit().await?;
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                Ok(StoredEvent {
+                    session_id,
+                    seq: to_u64(base + 1 + i as i64, "seq")?,
+                    run_id,
+                    created_at,
+                    kind: kind.clone(),
+                })
+            })
+            .collect()
+    }
+
     async fn events_after(
         &self,
         session_id: Uuid,
@@ -505,6 +710,254 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(event_from_row).collect()
+    }
+
+    async fn last_event_seq(&self, session_id: Uuid) -> Result<u64, Error> {
+        let seq: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events WHERE session_id = ?1")
+                .bind(session_id)
+                .fetch_one(&self.reader)
+                .await?;
+        to_u64(seq, "seq")
+    }
+
+    async fn conversation(&self, session_id: Uuid) -> Result<Vec<Message>, Error> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages AS m WHERE m.session_id = ?1 \
+             ORDER BY m.position"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(session_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(message_from_row).collect()
+    }
+
+    async fn start_run(&self, new: NewRun, lease: &Lease) -> Result<(Run, Message), Error> {
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let busy: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = ?1 AND status IN ('queued', 'running') LIMIT 1",
+        )
+        .bind(new.session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if busy.is_some() {
+            return Err(Error::Busy(new.session_id));
+        }
+        let mut run = new.into_run(RunState::Running);
+        let message = append_message_in(&mut tx, run.session_id, user_message(&run)).await?;
+        run.user_message_id = Some(message.id);
+        run.owner = Some(lease.owner.clone());
+        run.lease_expires_at = Some(lease.until);
+        run.heartbeat_at = Some(run.created_at);
+        run.started_at = Some(run.created_at);
+        insert_run(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok((run, message))
+    }
+
+    async fn enqueue_run(&self, new: NewRun) -> Result<Run, Error> {
+        let run = new.into_run(RunState::Queued);
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM sessions WHERE id = ?1")
+            .bind(run.session_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::SessionNotFound(run.session_id));
+        }
+        insert_run(&mut tx, &run).await?;
+        tx.commit().await?;
+        Ok(run)
+    }
+
+    async fn start_next_run(
+        &self,
+        session_id: Uuid,
+        lease: &Lease,
+    ) -> Result<Option<(Run, Message)>, Error> {
+        // Most turns end with nothing queued: answer that from a reader, without the write
+        // lock. (A run queued after this check is started by its enqueuer.)
+        let queued: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'queued' LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        if queued.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let running: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM runs WHERE session_id = ?1 AND status = 'running' LIMIT 1",
+        )
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if running.is_some() {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ?1 AND status = 'queued' \
+             ORDER BY created_at, id LIMIT 1"
+        ))
+        .bind(session_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut run = run_from_row(&row)?;
+        let message = match append_message_in(&mut tx, session_id, user_message(&run)).await {
+            Ok(message) => message,
+            Err(Error::SessionNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let now = crate::domain::now();
+        run.state = RunState::Running;
+        run.user_message_id = Some(message.id);
+        run.owner = Some(lease.owner.clone());
+        run.lease_expires_at = Some(lease.until);
+        run.heartbeat_at = Some(now);
+        run.started_at = Some(now);
+        sqlx::query(
+            "UPDATE runs SET status = 'running', user_message_id = ?2, owner = ?3, \
+             lease_expires_at = ?4, heartbeat_at = ?5, started_at = ?5 \
+             WHERE id = ?1 AND status = 'queued'",
+        )
+        .bind(run.id)
+        .bind(message.id)
+        .bind(&lease.owner)
+        .bind(micros(lease.until))
+        .bind(micros(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| busy_or(e, session_id))?;
+        tx.commit().await?;
+        Ok(Some((run, message)))
+    }
+
+    async fn sessions_with_startable_runs(&self, limit: u32) -> Result<Vec<Uuid>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT q.session_id FROM runs AS q WHERE q.status = 'queued' \
+             AND NOT EXISTS (SELECT 1 FROM runs AS r \
+                             WHERE r.session_id = q.session_id AND r.status = 'running') \
+             LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn get_run(&self, run_id: Uuid) -> Result<Option<Run>, Error> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+            .bind(run_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn running_run(&self, session_id: Uuid) -> Result<Option<Run>, Error> {
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ?1 AND status = 'running'"
+        ))
+        .bind(session_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn request_cancel(&self, session_id: Uuid) -> Result<Option<Run>, Error> {
+        let row = sqlx::query(&format!(
+            "UPDATE runs SET cancel_requested = 1 WHERE session_id = ?1 AND status = 'running' \
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(session_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn renew_leases(
+        &self,
+        lease: &Lease,
+        run_ids: &[Uuid],
+    ) -> Result<Vec<LeaseRenewal>, Error> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::new("UPDATE runs SET lease_expires_at = ");
+        q.push_bind(micros(lease.until));
+        q.push(", heartbeat_at = ");
+        q.push_bind(micros(crate::domain::now()));
+        q.push(" WHERE owner = ");
+        q.push_bind(lease.owner.clone());
+        q.push(" AND status = 'running' AND id IN (");
+        let mut ids = q.separated(", ");
+        for id in run_ids {
+            ids.push_bind(*id);
+        }
+        q.push(") RETURNING id, cancel_requested");
+        let rows = q.build().fetch_all(&self.writer).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LeaseRenewal {
+                    run_id: row.try_get("id")?,
+                    cancel_requested: row.try_get("cancel_requested")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn take_over_expired_runs(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Run>, Error> {
+        let rows = sqlx::query(&format!(
+            "UPDATE runs SET owner = ?1, lease_expires_at = ?2 \
+             WHERE id IN (SELECT id FROM runs WHERE status = 'running' \
+                          AND lease_expires_at < ?3 LIMIT ?4) \
+             RETURNING {RUN_COLUMNS}"
+        ))
+        .bind(&lease.owner)
+        .bind(micros(lease.until))
+        .bind(micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: Uuid,
+        owner: &str,
+        state: RunState,
+        error: Option<&str>,
+        done: &EventKind,
+    ) -> Result<Option<StoredEvent>, Error> {
+        let mut tx = self.writer.begin_with(IMMEDIATE).await?;
+        let session_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE runs SET status = ?1, error = ?2, finished_at = ?3, lease_expires_at = NULL \
+             WHERE id = ?4 AND owner = ?5 AND status = 'running' RETURNING session_id",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(micros(crate::domain::now()))
+        .bind(run_id)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(session_id) = session_id else {
+            return Ok(None);
+        };
+        let event = append_event_in(&mut tx, session_id, Some(run_id), done).await?;
+        tx.commit().await?;
+        Ok(Some(event))
+    }
+
+    async fn notifications(&self) -> Result<Option<Notifications>, Error> {
+        Ok(None)
     }
 
     async fn close(&self) {

@@ -497,7 +497,7 @@ async fn messages_are_listed_and_fetched() {
 }
 
 #[tokio::test]
-async fn run_rpcs_validate_then_report_unimplemented() {
+async fn run_rpcs_validate_and_resume_is_unimplemented() {
     let server = Server::start(|_| {}).await;
     let mut client = server.client().await;
     let s = create(&mut client, None).await;
@@ -520,23 +520,53 @@ async fn run_rpcs_validate_then_report_unimplemented() {
         Code::NotFound,
         "SESSION_NOT_FOUND",
     );
+    let bad_parent = pb::SendMessageRequest {
+        session_id: s.id.clone(),
+        content: "hi".into(),
+        parent_id: Some("nope".into()),
+        ..Default::default()
+    };
+    assert_error(
+        &client.send_message(bad_parent).await.unwrap_err(),
+        Code::InvalidArgument,
+        "VALIDATION_ERROR",
+    );
+    let bad_policy = pb::SendMessageRequest {
+        session_id: s.id.clone(),
+        content: "hi".into(),
+        on_busy: 42,
+        ..Default::default()
+    };
+    assert_error(
+        &client.send_message(bad_policy).await.unwrap_err(),
+        Code::InvalidArgument,
+        "VALIDATION_ERROR",
+    );
+    // A valid message runs (the default provider is the mock model) and its stream ends with
+    // `done`.
     let fine = pb::SendMessageRequest {
         session_id: s.id.clone(),
         content: "hi".into(),
         ..Default::default()
     };
-    assert_eq!(
-        client.send_message(fine).await.unwrap_err().code(),
-        Code::Unimplemented
-    );
+    let mut stream = client.send_message(fine).await.unwrap().into_inner();
+    let mut last = None;
+    while let Some(item) = tokio::time::timeout(STEP, stream.message())
+        .await
+        .expect("stream item")
+        .unwrap()
+    {
+        last = item.event.and_then(|e| e.kind);
+    }
+    assert!(matches!(last, Some(pb::event::Kind::Done(_))), "{last:?}");
 
+    // Nothing runs any more: aborting is not an error, just unsuccessful.
     let abort = pb::AbortSessionRequest {
         session_id: s.id.clone(),
     };
-    assert_eq!(
-        client.abort_session(abort).await.unwrap_err().code(),
-        Code::Unimplemented
-    );
+    let answer = client.abort_session(abort).await.unwrap().into_inner();
+    assert!(!answer.success);
+    assert!(answer.message.contains("no active run"), "{answer:?}");
     let resume = pb::ResumeSessionRequest {
         session_id: s.id.clone(),
         ..Default::default()
