@@ -27,6 +27,9 @@ pub struct StackOptions {
     pub scope_keys: Option<Vec<String>>,
     /// Use this PostgreSQL URL instead of SQLite.
     pub postgres_url: Option<String>,
+    /// An OpenAI-compatible base URL (e.g. `FakeLlm::openai_base_url()`); `None` keeps the
+    /// configured default (the `mock` provider).
+    pub llm_base_url: Option<String>,
 }
 
 /// The whole stack, in this process.
@@ -54,6 +57,12 @@ impl TestStack {
         if let Some(url) = &options.postgres_url {
             session.persistence_backend = cognition_session::PersistenceBackend::Postgres;
             session.persistence_uri = Some(url.clone());
+        }
+        if let Some(url) = &options.llm_base_url {
+            session.llm_provider = cognition_session::llm::ProviderKind::OpenAiCompatible;
+            session.llm_model = Some("fake-model".into());
+            session.llm_base_url = Some(url.clone());
+            session.llm_max_retries = 0;
         }
         let executor = cognition_executor::Config::embedded(data_dir);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
