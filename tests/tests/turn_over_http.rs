@@ -226,3 +226,58 @@ async fn cognition_chat_renders_a_turn() -> anyhow::Result<()> {
     stack.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_cognition_chat_aborts_the_turn() -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let llm = FakeLlm::start().await;
+    // The model streams one token, then hangs: only an abort can end this turn.
+    llm.push(Reply::tokens(["thinking…"]).hang_after(1));
+    let stack = TestStack::start(StackOptions {
+        llm_base_url: Some(llm.openai_base_url()),
+        ..Default::default()
+    })
+    .await?;
+    let url = stack.url();
+    let mut child = std::process::Command::new(cognition_harness::bin("cognition")?)
+        .args(["chat", "--url", &url, "never", "finish"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0
+                || tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !seen.contains("thinking…") {
+        let chunk = tokio::time::timeout_at(deadline, rx.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("chat exited: {seen}"))?;
+        seen.push_str(&chunk);
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        seen.push_str(&chunk);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(
+        status.success(),
+        "chat must end normally after the aborted turn: {status}\n{seen}"
+    );
+    assert!(seen.contains("aborting the run"), "{seen}");
+    assert!(seen.contains("error (ABORTED)"), "{seen}");
+    stack.stop().await?;
+    Ok(())
+}
