@@ -7,6 +7,7 @@
 //! exec ids, timeouts, output caps, replay, attach, disconnect policy — is the engine's
 //! ([`crate::exec`]) and works the same for every backend.
 
+pub mod docker;
 pub mod local;
 
 use std::sync::Arc;

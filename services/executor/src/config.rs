@@ -16,7 +16,7 @@ pub enum BackendKind {
     /// Plain host processes under `<sandbox_root>/<id>/workspace`.
     #[default]
     Local,
-    /// Docker containers (not in this build yet).
+    /// Docker containers, one per sandbox (see [`crate::backend::docker`]).
     Docker,
     /// Kubernetes pods (not in this build yet).
     Kubernetes,
@@ -79,6 +79,21 @@ pub struct Config {
     /// cleaned up.
     #[serde(rename = "executor_reaper_interval_ms")]
     pub reaper_interval_ms: u64,
+    /// `COGNITION_SANDBOX_IMAGE`: image of Docker sandboxes (`compose/sandbox/build.sh`).
+    pub sandbox_image: String,
+    /// `COGNITION_SANDBOX_NETWORK`: Docker network of sandboxes; `none` (default) = no network.
+    pub sandbox_network: String,
+    /// `COGNITION_SANDBOX_MEMORY_BYTES`: default memory limit of a Docker sandbox (no swap).
+    pub sandbox_memory_bytes: u64,
+    /// `COGNITION_SANDBOX_CPU_MILLIS`: default CPU limit of a Docker sandbox (1000 = one CPU).
+    pub sandbox_cpu_millis: u32,
+    /// `COGNITION_SANDBOX_PIDS`: default process limit of a Docker sandbox.
+    pub sandbox_pids: u32,
+    /// `COGNITION_SANDBOX_USER`: `uid:gid` processes of a Docker sandbox run as (never root).
+    pub sandbox_user: String,
+    /// `COGNITION_DOCKER_HOST`: Docker engine address (`unix:///path` or `tcp://host:port`,
+    /// plain HTTP); unset = `DOCKER_HOST`, else `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
 }
 
 /// Longest sandbox TTL accepted (30 days).
@@ -101,6 +116,13 @@ impl Default for Config {
             exec_retention_secs: 300,
             drain_ms: 1000,
             reaper_interval_ms: 10_000,
+            sandbox_image: "cognition-sandbox:latest".to_owned(),
+            sandbox_network: "none".to_owned(),
+            sandbox_memory_bytes: 512 * 1024 * 1024,
+            sandbox_cpu_millis: 1000,
+            sandbox_pids: 256,
+            sandbox_user: "1000:1000".to_owned(),
+            docker_host: None,
         }
     }
 }
@@ -147,11 +169,14 @@ impl Config {
 
 impl cognition_config::Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
-        if self.sandbox_backend != BackendKind::Local {
+        if self.sandbox_backend == BackendKind::Kubernetes {
             problems.push(format!(
-                "COGNITION_SANDBOX_BACKEND={}: not supported by this build yet (only `local`)",
+                "COGNITION_SANDBOX_BACKEND={}: not supported by this build yet (`local` or `docker`)",
                 self.sandbox_backend.as_str()
             ));
+        }
+        if self.sandbox_backend == BackendKind::Docker {
+            self.validate_docker(problems);
         }
         if self.data_dir.as_os_str().is_empty() {
             problems.push("COGNITION_DATA_DIR must not be empty".into());
@@ -204,6 +229,62 @@ impl cognition_config::Validate for Config {
     }
 }
 
+impl Config {
+    fn validate_docker(&self, problems: &mut Vec<String>) {
+        if self.sandbox_image.trim().is_empty() {
+            problems.push("COGNITION_SANDBOX_IMAGE must not be empty".into());
+        }
+        if self.sandbox_network.trim().is_empty() {
+            problems
+                .push("COGNITION_SANDBOX_NETWORK must not be empty (`none` = no network)".into());
+        }
+        if self.sandbox_memory_bytes < 16 * 1024 * 1024 {
+            problems.push(format!(
+                "COGNITION_SANDBOX_MEMORY_BYTES={} must be at least 16 MiB",
+                self.sandbox_memory_bytes
+            ));
+        }
+        if self.sandbox_cpu_millis == 0 {
+            problems.push("COGNITION_SANDBOX_CPU_MILLIS must be greater than 0".into());
+        }
+        if self.sandbox_pids < 8 {
+            problems.push(format!(
+                "COGNITION_SANDBOX_PIDS={} must be at least 8",
+                self.sandbox_pids
+            ));
+        }
+        if !valid_user(&self.sandbox_user) {
+            problems.push(format!(
+                "COGNITION_SANDBOX_USER={:?} must be a non-root `uid:gid` (numbers, uid > 0)",
+                self.sandbox_user
+            ));
+        }
+        if let Some(host) = &self.docker_host
+            && !(host.starts_with("unix://")
+                || host.starts_with("tcp://")
+                || host.starts_with("http://"))
+        {
+            problems.push(format!(
+                "COGNITION_DOCKER_HOST={host:?} must start with unix://, tcp:// or http://"
+            ));
+        }
+    }
+
+    /// The sandbox user as numbers (`uid`, `gid`); `None` when invalid (validation reports it).
+    pub fn sandbox_uid_gid(&self) -> Option<(u32, u32)> {
+        let (uid, gid) = self.sandbox_user.split_once(':')?;
+        Some((uid.parse().ok()?, gid.parse().ok()?))
+    }
+}
+
+fn valid_user(raw: &str) -> bool {
+    matches!(
+        raw.split_once(':')
+            .map(|(u, g)| (u.parse::<u32>(), g.parse::<u32>())),
+        Some((Ok(uid), Ok(_))) if uid > 0
+    )
+}
+
 fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let raw = String::deserialize(d)?;
     Ok(cognition_config::parse_list(&raw))
@@ -253,16 +334,49 @@ mod tests {
     }
 
     #[test]
-    fn docker_and_kubernetes_are_not_supported_yet() {
-        for backend in ["docker", "kubernetes"] {
-            let err =
-                cognition_config::load::<Config>(vars(&[("COGNITION_SANDBOX_BACKEND", backend)]))
-                    .unwrap_err();
-            assert!(
-                err.to_string().contains("not supported by this build yet"),
-                "{err}"
-            );
-        }
+    fn kubernetes_is_not_supported_yet() {
+        let err =
+            cognition_config::load::<Config>(vars(&[("COGNITION_SANDBOX_BACKEND", "kubernetes")]))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("not supported by this build yet"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn docker_settings() {
+        let c: Config =
+            cognition_config::load(vars(&[("COGNITION_SANDBOX_BACKEND", "docker")])).unwrap();
+        assert_eq!(c.sandbox_backend, BackendKind::Docker);
+        assert_eq!(c.sandbox_image, "cognition-sandbox:latest");
+        assert_eq!(c.sandbox_network, "none");
+        assert_eq!(c.sandbox_memory_bytes, 512 * 1024 * 1024);
+        assert_eq!(c.sandbox_cpu_millis, 1000);
+        assert_eq!(c.sandbox_pids, 256);
+        assert_eq!(c.sandbox_uid_gid(), Some((1000, 1000)));
+        assert_eq!(c.docker_host, None);
+        let c: Config = cognition_config::load(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "docker"),
+            ("COGNITION_SANDBOX_IMAGE", "img:1"),
+            ("COGNITION_SANDBOX_NETWORK", "restricted"),
+            ("COGNITION_SANDBOX_PIDS", "64"),
+            ("COGNITION_DOCKER_HOST", "unix:///run/docker.sock"),
+        ]))
+        .unwrap();
+        assert_eq!(c.sandbox_image, "img:1");
+        assert_eq!(c.sandbox_network, "restricted");
+        assert_eq!(c.sandbox_pids, 64);
+        assert_eq!(c.docker_host.as_deref(), Some("unix:///run/docker.sock"));
+        let err = cognition_config::load::<Config>(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "docker"),
+            ("COGNITION_SANDBOX_USER", "0:0"),
+            ("COGNITION_SANDBOX_PIDS", "1"),
+            ("COGNITION_SANDBOX_IMAGE", " "),
+            ("COGNITION_DOCKER_HOST", "ssh://x"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 4, "{err}");
     }
 
     #[test]

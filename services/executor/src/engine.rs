@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backend::SandboxBackend;
+use crate::backend::docker::{DockerBackend, DockerSettings};
 use crate::backend::local::LocalBackend;
 use crate::config::{BackendKind, Config};
 use crate::error::Error;
@@ -50,6 +51,14 @@ impl Engine {
             BackendKind::Local => {
                 Arc::new(LocalBackend::open(&config.sandbox_root_path(), protected).await?)
             }
+            BackendKind::Docker => Arc::new(
+                DockerBackend::connect(
+                    &config.sandbox_root_path(),
+                    protected,
+                    DockerSettings::from_config(&config),
+                )
+                .await?,
+            ),
             other => {
                 return Err(Error::Invalid(format!(
                     "sandbox backend {} is not supported by this build yet",

@@ -5,8 +5,9 @@
 //! tests, all through [`run`]. The session service talks to it over gRPC only.
 //!
 //! Layout: domain core first ([`sandbox`], [`process`], [`paths`], [`files`], [`exec`]), the
-//! [`backend::SandboxBackend`] trait with its [`backend::local`] implementation, the [`engine`]
-//! that ties them together, then the [`grpc`] adapter and the runtime wiring ([`run`]).
+//! [`backend::SandboxBackend`] trait with its [`backend::local`] and [`backend::docker`]
+//! implementations, the [`engine`] that ties them together, then the [`grpc`] adapter and the
+//! runtime wiring ([`run`]).
 //! Wire types stay in [`grpc`]; nothing here knows about HTTP or the session service.
 
 pub mod backend;
