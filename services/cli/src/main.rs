@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn up() -> anyhow::Result<()> {
     let config = load_stack_config()?;
+    cognition_gateway::limits::raise_open_files_limit();
     let addr = SocketAddr::new(
         config
             .gateway

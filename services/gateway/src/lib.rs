@@ -13,6 +13,7 @@
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod middleware;
 pub mod routes;
 pub mod sse;

@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry: TelemetryConfig = cognition_config::from_env()?;
     let _guard = cognition_telemetry::init("cognition-gateway", &telemetry)?;
     let config: Config = cognition_config::from_env()?;
+    cognition_gateway::limits::raise_open_files_limit();
     let address = config.bind_address();
     let listener = tokio::net::TcpListener::bind(&address)
         .await

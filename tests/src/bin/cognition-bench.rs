@@ -1,25 +1,45 @@
-//! `cognition-bench`: measures the foundation budgets on this machine and prints a table.
+//! `cognition-bench`: measures the budgets on this machine and prints one table.
 //!
-//! Run with `cargo build --release --workspace && target/release/cognition-bench` (or
-//! `tests/bench.sh`). It starts the release binaries itself:
+//! Run with `cargo build --release --workspace --bins && target/release/cognition-bench` (or
+//! `tests/bench.sh`). It starts the release binaries itself, on loopback; the measures live in
+//! `cognition_e2e::bench`:
 //! * `GET /sessions/{id}` and `POST /sessions` through gateway → session service → SQLite
-//!   (`cognition up`), 32 concurrent keep-alive connections, fixed duration;
-//! * time from process start to the first healthy answer, per service binary;
+//!   (`cognition up`), 32 concurrent keep-alive connections, `BENCH_SECONDS` each;
 //! * idle RSS of `cognition up`;
+//! * agent turns through `cognition up` against a fake LLM (OpenAI-compatible, in this process,
+//!   50-token reply, no delay): latency and time to first token at concurrency 1, each turn
+//!   paired with a direct call to the fake LLM so that the stack's overhead can be told apart;
+//!   turns/s with 16 clients back to back for `BENCH_SECONDS` (a fresh session every 20
+//!   turns); 1,000 `GET …/events` watchers following one turn;
+//! * RSS per idle session (10,000 sessions) and RSS growth over 1,000 turns, on a fresh stack;
+//! * time from process start to the first healthy answer, per service binary;
 //! * `echo hi` round trip through `Exec` on the local backend.
 //!
-//! The load generator runs on the same machine, so figures are conservative.
+//! The load generator (and the fake LLM) run on the same machine, so figures are conservative.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use cognition_e2e::bench::http::{Until, load, request};
+use cognition_e2e::bench::stack::{SESSION_BODY, Up, create_session, raise_fd_limit};
+use cognition_e2e::bench::{Samples, memory, turns, watchers};
 use cognition_e2e::procs::{Proc, free_addr, wait_listening};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use cognition_fake_llm::FakeLlm;
 
+/// Connections of the REST load.
 const CONCURRENCY: usize = 32;
+/// Clients (each with its own connection and session at a time) of the turn throughput load.
+const TURN_CLIENTS: usize = 16;
+/// Measured turns (after [`LATENCY_WARMUP`]) at concurrency 1.
+const LATENCY_TURNS: usize = 500;
+const LATENCY_WARMUP: usize = 50;
+/// Event streams following one turn.
+const WATCHERS: usize = 1000;
+const IDLE_SESSIONS: usize = 10_000;
+const GROWTH_WARMUP_TURNS: usize = 100;
+const GROWTH_TURNS: usize = 1000;
+/// Soft limit on open files asked for (the watchers need one socket each here and in the
+/// gateway; `cognition up` inherits the limit).
+const NOFILE: u64 = 65_536;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
@@ -27,54 +47,50 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let duration = Duration::from_secs(seconds);
+    let nofile = raise_fd_limit(NOFILE)?;
+    if nofile < (2 * WATCHERS + 512) as u64 {
+        eprintln!("bench: only {nofile} open files allowed; the watcher measure may fail");
+    }
     let mut rows = Vec::new();
 
-    let dir = tempfile::tempdir()?;
-    let addr = free_addr()?;
-    let up = Proc::spawn(
-        "cognition",
-        &["up"],
-        &[
-            ("COGNITION_DATA_DIR", dir.path().display().to_string()),
-            ("COGNITION_PORT", addr.port().to_string()),
-        ],
-    )?;
-    wait_listening(addr, Duration::from_secs(30)).await?;
+    progress("REST load");
+    let up = Up::start(None).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_kib(up.child.id())?;
     rows.push(row(
         "`cognition up` idle RSS",
-        format!("{:.1} MB", rss as f64 / 1024.0),
+        format!("{:.1} MB", up.rss_kib()? as f64 / 1024.0),
         "≤ 60 MB",
     ));
-
-    let body = br#"{"title":"bench","metadata":{"repo":"a/b"}}"#;
-    let created = request(addr, "POST", "/sessions", Some(body)).await?;
-    let v: serde_json::Value = serde_json::from_slice(&created)?;
-    let id = v["id"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no id in {v}"))?
-        .to_owned();
-
+    let id = create_session(up.addr).await?;
     let path = format!("/sessions/{id}");
-    let get = load(addr, "GET", &path, None, Duration::from_secs(seconds)).await?;
+    let get = load(
+        up.addr,
+        "GET",
+        &path,
+        None,
+        CONCURRENCY,
+        Until::Elapsed(duration),
+    )
+    .await?;
     rows.push(row(
         "GET /sessions/{id}, 32 clients",
         format!(
             "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
             get.rps(),
-            get.pct(50.0),
-            get.pct(99.0),
+            get.latencies.pct(50.0),
+            get.latencies.pct(99.0),
             get.errors
         ),
         "≥ 5,000 req/s, p99 ≤ 20 ms",
     ));
     let post = load(
-        addr,
+        up.addr,
         "POST",
         "/sessions",
-        Some(body),
-        Duration::from_secs(seconds),
+        Some(SESSION_BODY),
+        CONCURRENCY,
+        Until::Elapsed(duration),
     )
     .await?;
     rows.push(row(
@@ -82,14 +98,135 @@ async fn main() -> anyhow::Result<()> {
         format!(
             "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
             post.rps(),
-            post.pct(50.0),
-            post.pct(99.0),
+            post.latencies.pct(50.0),
+            post.latencies.pct(99.0),
             post.errors
         ),
         "≥ 1,500 req/s, 0 errors",
     ));
     drop(up);
 
+    let llm = FakeLlm::start().await;
+    llm.set_default(turns::reply());
+    let llm_url = llm.openai_base_url();
+    let up = Up::start(Some(&llm_url)).await?;
+    progress("turns at concurrency 1");
+    // On the runtime's worker thread, like the fake LLM and the connections (not on `main`'s).
+    let latency = tokio::spawn(turns::latency(
+        up.addr,
+        llm.addr(),
+        LATENCY_TURNS,
+        LATENCY_WARMUP,
+    ));
+    match latency.await? {
+        Ok(l) => {
+            rows.push(row(
+                "50-token turn, concurrency 1, fake LLM without delay",
+                format!(
+                    "p50 {:.2} ms, p99 {:.2} ms; fake LLM alone p50 {:.2} ms → overhead p50 {:.2} ms ({} turns; the last one {} events)",
+                    l.turn.pct(50.0),
+                    l.turn.pct(99.0),
+                    l.llm.pct(50.0),
+                    l.turn.pct(50.0) - l.llm.pct(50.0),
+                    l.turn.len(),
+                    l.events_per_turn,
+                ),
+                "p50 ≤ 5 ms above the fake LLM's own time",
+            ));
+            rows.push(row(
+                "time to first token added by gateway + session",
+                format!(
+                    "p50 {:.2} ms (first token p50 {:.2} ms, p99 {:.2} ms; fake LLM alone p50 {:.2} ms)",
+                    l.turn_first_token.pct(50.0) - l.llm_first_token.pct(50.0),
+                    l.turn_first_token.pct(50.0),
+                    l.turn_first_token.pct(99.0),
+                    l.llm_first_token.pct(50.0),
+                ),
+                "≤ 2 ms p50",
+            ));
+        }
+        Err(e) => rows.push(row("50-token turn, concurrency 1", failed(e), "")),
+    }
+    progress("turns at concurrency 16");
+    let what = "turns/s, 16 clients back to back, 50-token replies";
+    match turns::throughput(up.addr, TURN_CLIENTS, Until::Elapsed(duration)).await {
+        Ok(t) => rows.push(row(
+            what,
+            format!(
+                "{:.0} turns/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{}",
+                t.turns_per_second(),
+                t.latency.pct(50.0),
+                t.latency.pct(99.0),
+                t.errors,
+                t.first_error
+                    .map(|e| format!(" (first: {e})"))
+                    .unwrap_or_default(),
+            ),
+            "≥ 200 turns/s",
+        )),
+        Err(e) => rows.push(row(what, failed(e), "≥ 200 turns/s")),
+    }
+    progress("1,000 watchers");
+    let what = "1,000 SSE watchers on one session, one 50-token turn";
+    match watchers::fanout(up.addr, WATCHERS).await {
+        Ok(f) => rows.push(row(
+            what,
+            format!(
+                "{}/{} events delivered, {}/{} watchers complete, last done {:.1} ms after the POST (its own stream {:.1} ms), opened in {:.0} ms{}",
+                f.delivered,
+                f.expected,
+                f.complete,
+                f.watchers,
+                f.last_done.as_secs_f64() * 1000.0,
+                f.turn.as_secs_f64() * 1000.0,
+                f.open.as_secs_f64() * 1000.0,
+                f.first_failure
+                    .map(|e| format!(" (first failure: {e})"))
+                    .unwrap_or_default(),
+            ),
+            "all delivered",
+        )),
+        Err(e) => rows.push(row(what, failed(e), "all delivered")),
+    }
+    drop(up);
+
+    progress("memory");
+    let up = Up::start(Some(&llm_url)).await?;
+    let what = "session memory per idle session (10,000 sessions)";
+    match memory::idle_sessions(&up, 200, IDLE_SESSIONS).await {
+        Ok(g) => rows.push(row(
+            what,
+            format!(
+                "{:.2} KB/session ({:.1} → {:.1} MB, {} created, {} errors)",
+                g.delta_kib() as f64 / g.done.max(1) as f64,
+                g.before_kib as f64 / 1024.0,
+                g.after_kib as f64 / 1024.0,
+                g.done,
+                g.errors,
+            ),
+            "≤ 20 KB/session",
+        )),
+        Err(e) => rows.push(row(what, failed(e), "≤ 20 KB/session")),
+    }
+    let what = "RSS growth over 1,000 turns (after 100 warm-up turns)";
+    match memory::turns(&up, GROWTH_WARMUP_TURNS, GROWTH_TURNS).await {
+        Ok(g) => rows.push(row(
+            what,
+            format!(
+                "{:.1} MB ({:.1} → {:.1} MB, {} turns, {} errors)",
+                g.delta_kib() as f64 / 1024.0,
+                g.before_kib as f64 / 1024.0,
+                g.after_kib as f64 / 1024.0,
+                g.done,
+                g.errors,
+            ),
+            "≤ 30 MB",
+        )),
+        Err(e) => rows.push(row(what, failed(e), "≤ 30 MB")),
+    }
+    drop(up);
+
+    progress("start → healthy, exec");
     for (name, ms) in health_after_start().await? {
         rows.push(row(
             &format!("{name}: start → healthy"),
@@ -104,6 +241,9 @@ async fn main() -> anyhow::Result<()> {
         "≤ 2 ms / ≤ 10 ms",
     ));
 
+    // Only now: freeing what the fake LLM recorded must not land inside a measure.
+    drop(llm);
+
     println!("\n| measure | result | budget |\n|---|---|---|");
     for r in rows {
         println!("{r}");
@@ -111,132 +251,16 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn progress(phase: &str) {
+    eprintln!("bench: {phase}…");
+}
+
+fn failed(e: anyhow::Error) -> String {
+    format!("FAILED: {e:#}")
+}
+
 fn row(what: &str, result: String, budget: &str) -> String {
     format!("| {what} | {result} | {budget} |")
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    Ok(line.split_whitespace().nth(1).unwrap_or("0").parse()?)
-}
-
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
-
-async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    Ok(sender)
-}
-
-fn build(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&'static [u8]>,
-) -> http::Request<Full<Bytes>> {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    req.body(Full::new(Bytes::from_static(body.unwrap_or(b""))))
-        .expect("valid request")
-}
-
-async fn request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&'static [u8]>,
-) -> anyhow::Result<Bytes> {
-    let mut s = connect(addr).await?;
-    let resp = s.send_request(build(addr, method, path, body)).await?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "{method} {path}: {}",
-        resp.status()
-    );
-    Ok(resp.into_body().collect().await?.to_bytes())
-}
-
-struct LoadResult {
-    latencies_us: Vec<u64>,
-    errors: u64,
-    elapsed: Duration,
-}
-
-impl LoadResult {
-    fn rps(&self) -> f64 {
-        self.latencies_us.len() as f64 / self.elapsed.as_secs_f64()
-    }
-    fn pct(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((p / 100.0) * (self.latencies_us.len() - 1) as f64).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
-    }
-}
-
-async fn load(
-    addr: std::net::SocketAddr,
-    method: &'static str,
-    path: &str,
-    body: Option<&'static [u8]>,
-    duration: Duration,
-) -> anyhow::Result<LoadResult> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for _ in 0..CONCURRENCY {
-        let stop = stop.clone();
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(100_000);
-            let mut errors = 0u64;
-            let mut sender = connect(addr).await?;
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let ok = match sender.send_request(build(addr, method, &path, body)).await {
-                    Ok(resp) => {
-                        let ok = resp.status().is_success();
-                        ok && resp.into_body().collect().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
-                if ok {
-                    lat.push(t.elapsed().as_micros() as u64);
-                } else {
-                    errors += 1;
-                    sender = connect(addr).await?;
-                }
-            }
-            anyhow::Ok((lat, errors))
-        }));
-    }
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut result = LoadResult {
-        latencies_us: Vec::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
-    for t in tasks {
-        let (lat, errors) = t.await??;
-        result.latencies_us.extend(lat);
-        result.errors += errors;
-    }
-    result.elapsed = started.elapsed();
-    result.latencies_us.sort_unstable();
-    Ok(result)
 }
 
 /// Starts each service binary and measures the time until its health check first answers.
@@ -357,6 +381,6 @@ async fn exec_latency(n: usize) -> anyhow::Result<(f64, f64)> {
             lat.push(elapsed.as_secs_f64() * 1000.0);
         }
     }
-    lat.sort_by(|a, b| a.total_cmp(b));
-    Ok((lat[lat.len() / 2], lat[(lat.len() * 99) / 100]))
+    let lat = Samples::new(lat);
+    Ok((lat.pct(50.0), lat.pct(99.0)))
 }
