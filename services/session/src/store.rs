@@ -79,6 +79,24 @@ pub struct SessionPage {
     pub next_cursor: Option<Cursor>,
 }
 
+impl SessionPage {
+    /// A page from rows fetched with `LIMIT limit + 1`: the extra row, when present, only says
+    /// that another page exists, and the cursor points after the last row kept.
+    pub(crate) fn from_overfetch(mut sessions: Vec<Session>, limit: u32, total: u64) -> Self {
+        let next_cursor = if sessions.len() > limit as usize {
+            sessions.truncate(limit as usize);
+            sessions.last().map(Cursor::after)
+        } else {
+            None
+        };
+        SessionPage {
+            sessions,
+            total,
+            next_cursor,
+        }
+    }
+}
+
 /// One page of a session's messages, oldest first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessagePage {

@@ -29,7 +29,6 @@ use crate::domain::{
     ToolCall,
 };
 use crate::event::{EventKind, StoredEvent};
-use crate::store::Cursor;
 
 /// The embedded SQLite migrations (`migrations/sqlite`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -467,21 +466,15 @@ impl Store for SqliteStore {
             count.build_query_scalar::<i64>().fetch_one(&self.reader),
             page.build().fetch_all(&self.reader),
         )?;
-        let mut sessions = rows
+        let sessions = rows
             .iter()
             .map(session_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if sessions.len() > limit as usize {
-            sessions.truncate(limit as usize);
-            sessions.last().map(Cursor::after)
-        } else {
-            None
-        };
-        Ok(SessionPage {
+        Ok(SessionPage::from_overfetch(
             sessions,
-            total: to_u64(total, "count")?,
-            next_cursor,
-        })
+            limit,
+            to_u64(total, "count")?,
+        ))
     }
 
     async fn update_session(
