@@ -517,32 +517,8 @@ impl Store for PostgresStore {
     }
 
     async fn append_message(&self, session_id: Uuid, new: NewMessage) -> Result<Message, Error> {
-        let m = new.into_message(session_id);
-        let inserted = sqlx::query(
-            "WITH s AS ( \
-                 UPDATE sessions SET message_count = message_count + 1, updated_at = $11 \
-                 WHERE id = $2 RETURNING id, message_count) \
-             INSERT INTO messages (id, session_id, position, role, content, tool_calls, \
-                 tool_call_id, token_count, model_used, parent_id, created_at) \
-             SELECT $1, s.id, s.message_count, $3, $4, $5, $6, $7, $8, $9, $10 FROM s",
-        )
-        .bind(m.id)
-        .bind(session_id)
-        .bind(m.role.as_str())
-        .bind(&m.content)
-        .bind(Json(&m.tool_calls))
-        .bind(&m.tool_call_id)
-        .bind(m.token_count.map(to_i64))
-        .bind(&m.model_used)
-        .bind(m.parent_id)
-        .bind(m.created_at)
-        .bind(m.created_at)
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(Error::SessionNotFound(session_id));
-        }
-        Ok(m)
+        let mut conn = self.pool.acquire().await?;
+        append_message_in(&mut conn, session_id, new).await
     }
 
     async fn list_messages(
@@ -605,38 +581,10 @@ impl Store for PostgresStore {
         run_id: Option<Uuid>,
         kind: &EventKind,
     ) -> Result<StoredEvent, Error> {
-        let created_at = crate::domain::now();
-        let (event_type, data) = kind.to_parts();
         // The NOTIFY (delivered on commit) tells the other replicas' listeners; see
         // `crate::event_log` for the fan-out.
-        let seq: Option<i64> = sqlx::query_scalar(
-            "WITH s AS ( \
-                 UPDATE sessions SET last_event_seq = last_event_seq + 1 \
-                 WHERE id = $1 RETURNING id, last_event_seq), \
-             e AS ( \
-                 INSERT INTO events (session_id, seq, run_id, type, data, created_at) \
-                 SELECT s.id, s.last_event_seq, $2, $3, $4, $5 FROM s \
-                 RETURNING seq) \
-             SELECT e.seq FROM e \
-             WHERE pg_notify($6, $7 || ' ' || $1::text || ' ' || e.seq::text)::text IS NOT NULL",
-        )
-        .bind(session_id)
-        .bind(run_id)
-        .bind(event_type)
-        .bind(Json(&data))
-        .bind(created_at)
-        .bind(EVENTS_CHANNEL)
-        .bind(&self.origin)
-        .fetch_optional(&self.pool)
-        .await?;
-        let seq = seq.ok_or(Error::SessionNotFound(session_id))?;
-        Ok(StoredEvent {
-            session_id,
-            seq: to_u64(seq, "seq")?,
-            run_id,
-            created_at,
-            kind: kind.clone(),
-        })
+        let mut conn = self.pool.acquire().await?;
+        append_event_in(&mut conn, &self.origin, session_id, run_id, kind).await
     }
 
     async fn append_events(

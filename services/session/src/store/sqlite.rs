@@ -514,37 +514,8 @@ impl Store for SqliteStore {
     }
 
     async fn append_message(&self, session_id: Uuid, new: NewMessage) -> Result<Message, Error> {
-        let m = new.into_message(session_id);
         let mut tx = self.writer.begin().await?;
-        let position: Option<i64> = sqlx::query_scalar(
-            "UPDATE sessions SET message_count = message_count + 1, updated_at = ?1 \
-             WHERE id = ?2 RETURNING message_count",
-        )
-        .bind(micros(m.created_at))
-        .bind(session_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(position) = position else {
-            return Err(Error::SessionNotFound(session_id));
-        };
-        sqlx::query(
-            "INSERT INTO messages (id, session_id, position, role, content, tool_calls, \
-             tool_call_id, token_count, model_used, parent_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )
-        .bind(m.id)
-        .bind(session_id)
-        .bind(position)
-        .bind(m.role.as_str())
-        .bind(&m.content)
-        .bind(Json(&m.tool_calls))
-        .bind(&m.tool_call_id)
-        .bind(m.token_count.map(to_i64))
-        .bind(&m.model_used)
-        .bind(m.parent_id)
-        .bind(micros(m.created_at))
-        .execute(&mut *tx)
-        .await?;
+        let m = append_message_in(&mut tx, session_id, new).await?;
         tx.commit().await?;
         Ok(m)
     }
