@@ -271,7 +271,19 @@ async fn ctrl_c_in_cognition_chat_aborts_the_turn() -> anyhow::Result<()> {
     while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, rx.recv()).await {
         seen.push_str(&chunk);
     }
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    // Never wait on a chat that failed to stop: kill it after the deadline so the test fails
+    // instead of hanging.
+    let status = tokio::task::spawn_blocking(move || {
+        while std::time::Instant::now() < deadline.into_std() {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.kill()?;
+        child.wait()
+    })
+    .await??;
     assert!(
         status.success(),
         "chat must end normally after the aborted turn: {status}\n{seen}"

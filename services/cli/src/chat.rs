@@ -105,6 +105,11 @@ impl Chat {
         content: &str,
         out: &mut impl std::io::Write,
     ) -> Result<String, Error> {
+        // One SIGINT stream for the whole turn: it buffers a signal that arrives while an event
+        // is being rendered (a fresh `ctrl_c()` future per loop iteration would miss it, and the
+        // installed handler would keep the process from dying).
+        let mut interrupts =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let req = self
             .http
             .post(self.url(&format!("/sessions/{}/messages", self.session)))
@@ -124,7 +129,7 @@ impl Chat {
                         break;
                     }
                 }
-                _ = tokio::signal::ctrl_c(), if !aborting => {
+                _ = interrupts.recv(), if !aborting => {
                     aborting = true;
                     let _ = writeln!(out, "\n^C — aborting the run…");
                     let abort = self.http.post(self.url(&format!("/sessions/{}/abort", self.session)));
