@@ -1,6 +1,10 @@
 //! Starts gateway, session service and executor in one process, wired to each other over
 //! loopback gRPC on ephemeral ports — the embedded default of `cognition up`, and the harness
 //! of the end-to-end tests.
+//!
+//! With `COGNITION_METRICS_PORT` set, the three services share one `/metrics` endpoint: the
+//! recorder is global to the process, so the first service to start binds it and the others
+//! reuse it (see `cognition_metrics::install`).
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,9 @@
-//! Measures the Exec budgets of `docs/exec-protocol.md` on the local backend, in-process over
-//! loopback gRPC: `echo hi` round trip (p50 / p99) and stdout throughput.
+//! Measures the Exec budgets of `docs/exec-protocol.md`, in-process over loopback gRPC: sandbox
+//! creation, `echo hi` round trip (p50 / p99) and stdout throughput.
 //!
 //! `cargo run --release -p cognition-executor --example exec_bench -- [iterations] [throughput MiB]`
+//! on the local backend; with `COGNITION_SANDBOX_BACKEND=docker` on Docker (the image of
+//! `compose/sandbox/build.sh`; `COGNITION_SANDBOX_AGENT=false` measures the Docker exec API path).
 
 use std::time::{Duration, Instant};
 
@@ -17,12 +19,40 @@ async fn main() -> anyhow::Result<()> {
     let mib: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1024);
 
     let dir = tempfile::tempdir()?;
-    let config = cognition_executor::Config::embedded(dir.path());
+    let mut config = cognition_executor::Config::embedded(dir.path());
+    if std::env::var("COGNITION_SANDBOX_BACKEND").as_deref() == Ok("docker") {
+        config.sandbox_backend = cognition_executor::config::BackendKind::Docker;
+        config.sandbox_agent = std::env::var("COGNITION_SANDBOX_AGENT").as_deref() != Ok("false");
+    }
+    println!(
+        "backend {} (agent: {})",
+        config.sandbox_backend.as_str(),
+        config.sandbox_agent
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(cognition_executor::run(config, listener, shutdown.clone()));
     let mut client = ExecutorServiceClient::connect(format!("http://{addr}")).await?;
+    let mut creates = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sb = client
+            .create_sandbox(pb::CreateSandboxRequest::default())
+            .await?
+            .into_inner()
+            .sandbox
+            .unwrap();
+        creates.push(t.elapsed());
+        client
+            .delete_sandbox(pb::DeleteSandboxRequest { sandbox_id: sb.id })
+            .await?;
+    }
+    creates.sort();
+    println!(
+        "create sandbox (ready to exec), 5 runs: p50 {:?}  max {:?}",
+        creates[2], creates[4]
+    );
     let sandbox = client
         .create_sandbox(pb::CreateSandboxRequest::default())
         .await?
@@ -105,7 +135,10 @@ async fn main() -> anyhow::Result<()> {
 
     // Throughput: everything delivered to the client (cap above the size).
     let bytes = mib * 1024 * 1024;
-    let cmd = pb::exec_start::Command::Shell(format!("head -c {bytes} /dev/zero"));
+    // dd with 64 KiB blocks: the producer must not be the bottleneck (busybox `head -c` in the
+    // sandbox image manages ~220 MB/s on its own).
+    let producer = format!("dd if=/dev/zero bs=65536 count={} 2>/dev/null", mib * 16);
+    let cmd = pb::exec_start::Command::Shell(producer.clone());
     let t = Instant::now();
     let mut stream = client
         .exec(tokio_stream::iter([start("tp".into(), cmd, 2 * bytes + 2)]))
@@ -124,7 +157,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Throughput with the default 8 MiB cap: the process is drained at full speed.
-    let cmd = pb::exec_start::Command::Shell(format!("head -c {bytes} /dev/zero"));
+    let cmd = pb::exec_start::Command::Shell(producer);
     let t = Instant::now();
     let mut stream = client
         .exec(tokio_stream::iter([start("tp2".into(), cmd, 0)]))
@@ -142,6 +175,11 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / secs / 1e6
     );
 
+    client
+        .delete_sandbox(pb::DeleteSandboxRequest {
+            sandbox_id: sandbox.id.clone(),
+        })
+        .await?;
     shutdown.cancel();
     server.await??;
     Ok(())

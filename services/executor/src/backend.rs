@@ -7,6 +7,7 @@
 //! exec ids, timeouts, output caps, replay, attach, disconnect policy — is the engine's
 //! ([`crate::exec`]) and works the same for every backend.
 
+pub mod agent_client;
 pub mod docker;
 pub mod local;
 
@@ -51,4 +52,8 @@ pub trait SandboxBackend: Send + Sync + 'static {
 
     /// File operations inside the sandbox's workspace.
     async fn files(&self, id: &SandboxId) -> Result<Arc<dyn SandboxFiles>, Error>;
+
+    /// Releases what the backend keeps for itself at a graceful shutdown (a warm pool); the
+    /// sandboxes stay, to be re-adopted.
+    async fn shutdown(&self) {}
 }

@@ -94,6 +94,16 @@ pub struct Config {
     /// `COGNITION_DOCKER_HOST`: Docker engine address (`unix:///path` or `tcp://host:port`,
     /// plain HTTP); unset = `DOCKER_HOST`, else `/var/run/docker.sock`.
     pub docker_host: Option<String>,
+    /// `COGNITION_SANDBOX_AGENT`: run processes through the in-sandbox agent when the image has
+    /// one (label `cognition.io/agent`; default `true`). `false` uses the Docker exec API (slower:
+    /// ~50 ms per process, no PTY).
+    pub sandbox_agent: bool,
+    /// `COGNITION_SANDBOX_WARM_POOL`: started sandboxes kept ready for new ones to claim (Docker;
+    /// default 0). Only requests with the default image and resources claim one.
+    pub sandbox_warm_pool: u32,
+    /// `COGNITION_METRICS_PORT`: Prometheus `/metrics` port on all interfaces; `0` (default) =
+    /// no metrics. In one process (`cognition up`) the first service to start serves them all.
+    pub metrics_port: u16,
 }
 
 /// Longest sandbox TTL accepted (30 days).
@@ -123,6 +133,9 @@ impl Default for Config {
             sandbox_pids: 256,
             sandbox_user: "1000:1000".to_owned(),
             docker_host: None,
+            sandbox_agent: true,
+            sandbox_warm_pool: 0,
+            metrics_port: 0,
         }
     }
 }
@@ -321,8 +334,10 @@ mod tests {
             ("COGNITION_PROTECTED_PATHS", r#"[".cognition/", "secrets"]"#),
             ("COGNITION_SANDBOX_TTL", "60"),
             ("COGNITION_EXECUTOR_KEEPALIVE_MS", "50"),
+            ("COGNITION_METRICS_PORT", "9464"),
         ]))
         .unwrap();
+        assert_eq!(c.metrics_port, 9464);
         assert_eq!(c.addr.port(), 6000);
         assert_eq!(c.sandbox_root_path(), PathBuf::from("/data/sandboxes"));
         assert_eq!(c.protected_paths, vec![".cognition/", "secrets"]);

@@ -1,14 +1,16 @@
 //! The executor's core: sandboxes from a [`SandboxBackend`], the exec registry of each sandbox,
-//! file operations with the protected-path rule, the TTL reaper and shutdown.
+//! file operations with the protected-path rule, the TTL reaper and shutdown. It is also the one
+//! place that records the executor's metrics ([`crate::metrics`]).
 //!
 //! The gRPC layer converts wire types and calls this; `cognition up` and tests can call it too.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -20,6 +22,7 @@ use crate::error::Error;
 use crate::exec::{Begin, Exec, ExecRegistry, ExitReason, Settings, StartExec};
 use crate::files::SandboxFiles;
 use crate::ids::{ExecId, SandboxId};
+use crate::metrics;
 use crate::paths::{PathError, Protected, WorkspacePath};
 use crate::process::SpawnError;
 use crate::sandbox::{Labels, Sandbox, SandboxSpec};
@@ -33,6 +36,8 @@ pub struct Engine {
     config: Config,
     protected: Protected,
     registries: Mutex<HashMap<SandboxId, Arc<ExecRegistry>>>,
+    /// Wakes the reaper loop to refresh the sandbox gauge after a create or delete.
+    sandboxes_changed: Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -51,14 +56,14 @@ impl Engine {
             BackendKind::Local => {
                 Arc::new(LocalBackend::open(&config.sandbox_root_path(), protected).await?)
             }
-            BackendKind::Docker => Arc::new(
+            BackendKind::Docker => {
                 DockerBackend::connect(
                     &config.sandbox_root_path(),
                     protected,
                     DockerSettings::from_config(&config),
                 )
-                .await?,
-            ),
+                .await?
+            }
             other => {
                 return Err(Error::Invalid(format!(
                     "sandbox backend {} is not supported by this build yet",
@@ -76,6 +81,7 @@ impl Engine {
             backend,
             config,
             registries: Mutex::new(HashMap::new()),
+            sandboxes_changed: Notify::new(),
         })
     }
 
@@ -119,7 +125,11 @@ impl Engine {
     }
 
     pub async fn create_sandbox(&self, spec: SandboxSpec) -> Result<Sandbox, Error> {
-        self.backend.create(spec).await
+        let started = Instant::now();
+        let sandbox = self.backend.create(spec).await?;
+        metrics::sandbox_created(self.backend.name(), started.elapsed());
+        self.sandboxes_changed.notify_one();
+        Ok(sandbox)
     }
 
     pub async fn get_sandbox(&self, id: &SandboxId) -> Result<Sandbox, Error> {
@@ -152,6 +162,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(id);
+        self.sandboxes_changed.notify_one();
         if result.is_ok() {
             tracing::info!(sandbox_id = %id, killed = execs.iter().filter(|e| !e.is_finished()).count(), "sandbox deleted");
         }
@@ -187,6 +198,7 @@ impl Engine {
             Ok(spec) => spec,
             Err(failure) => {
                 exec.fail(failure);
+                self.record_spawn_failure(&exec);
                 return Ok((exec, false));
             }
         };
@@ -204,11 +216,26 @@ impl Engine {
                     tracing::info_span!("exec", sandbox_id = %req.sandbox_id, exec_id = %exec_id);
                 let supervisor =
                     crate::exec::supervisor::supervise(exec.clone(), process, settings);
-                tokio::spawn(supervisor.instrument(span));
+                let (backend, finished, running) = (
+                    self.backend.name(),
+                    exec.clone(),
+                    metrics::RunningExec::start(),
+                );
+                tokio::spawn(
+                    async move {
+                        supervisor.await;
+                        if let Some(terminal) = finished.snapshot().terminal {
+                            metrics::exec_finished(backend, &terminal);
+                        }
+                        drop(running);
+                    }
+                    .instrument(span),
+                );
             }
             Err(SpawnError::Failed(failure)) => {
                 tracing::debug!(sandbox_id = %req.sandbox_id, exec_id = %exec_id, ?failure, "spawn failed");
                 exec.fail(failure);
+                self.record_spawn_failure(&exec);
             }
             Err(SpawnError::Sandbox(e)) => {
                 registry.remove(&exec_id);
@@ -216,6 +243,12 @@ impl Engine {
             }
         }
         Ok((exec, false))
+    }
+
+    fn record_spawn_failure(&self, exec: &Exec) {
+        if let Some(terminal) = exec.snapshot().terminal {
+            metrics::exec_finished(self.backend.name(), &terminal);
+        }
     }
 
     /// The exec, or NOT_FOUND (for the sandbox or the exec).
@@ -283,6 +316,7 @@ impl Engine {
         let now = Utc::now();
         match self.backend.list(&Labels::new()).await {
             Ok(sandboxes) => {
+                metrics::sandbox_counts(self.backend.name(), &sandboxes);
                 for sandbox in sandboxes
                     .into_iter()
                     .filter(|s| s.state.accepts_execs() && s.is_expired(now))
@@ -307,15 +341,30 @@ impl Engine {
         }
     }
 
-    /// Runs [`Engine::reap_once`] every `reaper_interval` until `shutdown`.
+    /// Sets the sandbox gauge from a fresh listing, when metrics are exported (a listing can
+    /// cost a Docker API call).
+    pub async fn refresh_sandbox_gauge(&self) {
+        if !cognition_metrics::is_installed() {
+            return;
+        }
+        match self.backend.list(&Labels::new()).await {
+            Ok(sandboxes) => metrics::sandbox_counts(self.backend.name(), &sandboxes),
+            Err(e) => tracing::debug!(error = %e, "listing sandboxes for the sandbox gauge"),
+        }
+    }
+
+    /// Runs [`Engine::reap_once`] every `reaper_interval` until `shutdown`, and refreshes the
+    /// sandbox gauge at start and after every create or delete (coalesced).
     pub async fn run_reaper(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.reaper_interval());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        self.refresh_sandbox_gauge().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => self.reap_once().await,
+                _ = self.sandboxes_changed.notified() => self.refresh_sandbox_gauge().await,
             }
         }
     }
@@ -339,6 +388,7 @@ impl Engine {
             tracing::info!(running, "killing running execs at shutdown");
         }
         wait_all(&execs, KILL_WAIT).await;
+        self.backend.shutdown().await;
     }
 }
 

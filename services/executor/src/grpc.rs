@@ -128,7 +128,8 @@ impl ExecutorService for GrpcService {
                 let sandbox_id = convert::sandbox_id(&a.sandbox_id)?;
                 let exec_id = convert::exec_id(&a.exec_id)?;
                 let exec = self.engine.exec(&sandbox_id, &exec_id).await?;
-                (exec, true, [a.stdout_offset, a.stderr_offset])
+                let offsets = convert::attach_offsets(&a, exec.spec().pty.is_some());
+                (exec, true, offsets)
             }
             _ => {
                 return Err(Status::invalid_argument(

@@ -7,7 +7,8 @@
 //! Layout: domain core first ([`sandbox`], [`process`], [`paths`], [`files`], [`exec`]), the
 //! [`backend::SandboxBackend`] trait with its [`backend::local`] and [`backend::docker`]
 //! implementations, the [`engine`] that ties them together, then the [`grpc`] adapter and the
-//! runtime wiring ([`run`]).
+//! runtime wiring ([`run`]). [`metrics`] names the Prometheus metrics, recorded by the engine and
+//! served when `COGNITION_METRICS_PORT` is set.
 //! Wire types stay in [`grpc`]; nothing here knows about HTTP or the session service.
 
 pub mod backend;
@@ -18,12 +19,14 @@ pub mod exec;
 pub mod files;
 pub mod grpc;
 pub mod ids;
+pub mod metrics;
 pub mod paths;
 pub mod process;
 pub mod sandbox;
 
 use std::sync::Arc;
 
+use cognition_metrics::grpc::GrpcMetricsLayer;
 use cognition_proto::executor::v1::executor_service_server::ExecutorServiceServer;
 use cognition_telemetry::grpc::ServerTraceLayer;
 use futures::StreamExt;
@@ -51,7 +54,8 @@ pub async fn run(
     serve(engine, listener, shutdown).await
 }
 
-/// Serves an already opened engine (see [`run`]).
+/// Serves an already opened engine (see [`run`]), with Prometheus metrics on
+/// `COGNITION_METRICS_PORT` when set.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -60,6 +64,12 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("reading the listener address", e))?;
+    if cognition_metrics::install("executor", engine.config().metrics_port)
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .is_some()
+    {
+        metrics::describe();
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<ExecutorServiceServer<GrpcService>>()
@@ -84,6 +94,7 @@ pub async fn serve(
     let stop = shutdown.clone();
     let served = tonic::transport::Server::builder()
         .layer(ServerTraceLayer)
+        .layer(GrpcMetricsLayer)
         .add_service(health)
         .add_service(reflection)
         .add_service(service)

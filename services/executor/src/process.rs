@@ -21,8 +21,28 @@ pub struct ProcessSpec {
     pub env: BTreeMap<String, String>,
     /// Working directory as the client gave it (relative to the workdir, or absolute inside it).
     pub cwd: String,
-    /// Whether stdin is a pipe (else `/dev/null`).
+    /// Whether stdin is a pipe (else `/dev/null`). Always true with a PTY (the terminal).
     pub stdin_pipe: bool,
+    /// Run on a new pseudo-terminal of this size: the process leads a new session with the
+    /// terminal as its controlling terminal; its output arrives on `stdout` (the engine reports
+    /// it as the `pty` stream) and `stderr` ends at once.
+    pub pty: Option<PtySize>,
+}
+
+/// A terminal size in character cells (each within 1..=65535).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtySize {
+    pub rows: u32,
+    pub cols: u32,
+}
+
+impl PtySize {
+    /// The size as the agent's protocol carries it, or `None` when out of range.
+    pub fn to_window(self) -> Option<cognition_sandbox_agent::protocol::WindowSize> {
+        let rows = u16::try_from(self.rows).ok().filter(|r| *r > 0)?;
+        let cols = u16::try_from(self.cols).ok().filter(|c| *c > 0)?;
+        Some(cognition_sandbox_agent::protocol::WindowSize { rows, cols })
+    }
 }
 
 /// Boxed async reader / writer of a process's pipes.
@@ -54,6 +74,14 @@ pub trait Signaller: Send + Sync {
     /// Signals the whole process group (`leader_only = false`) or only the leader. Signalling a
     /// process that is already gone is not an error.
     fn signal(&self, signal: Signal, leader_only: bool) -> io::Result<()>;
+
+    /// Resizes the process's terminal; processes without a PTY refuse.
+    fn resize(&self, _size: PtySize) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the process has no pty",
+        ))
+    }
 }
 
 /// The signals clients may send.
@@ -185,6 +213,14 @@ pub fn validate(spec: &ProcessSpec) -> Result<(), SpawnFailed> {
             return invalid(format!("environment variable {k} contains a NUL byte"));
         }
     }
+    if let Some(size) = spec.pty
+        && size.to_window().is_none()
+    {
+        return invalid(format!(
+            "pty size {}x{} is out of range (rows and cols must be 1..=65535)",
+            size.rows, size.cols
+        ));
+    }
     if spec.cwd.contains('\0') {
         return Err(SpawnFailed::new(
             SpawnFailure::BadCwd,
@@ -204,6 +240,7 @@ mod tests {
             env: BTreeMap::new(),
             cwd: String::new(),
             stdin_pipe: false,
+            pty: None,
         }
     }
 
@@ -222,6 +259,19 @@ mod tests {
             validate(&spec(&["echo", "a\0b"])).unwrap_err().reason,
             SpawnFailure::InvalidArgument
         );
+        let mut p = spec(&["top"]);
+        p.pty = Some(PtySize { rows: 0, cols: 80 });
+        assert_eq!(
+            validate(&p).unwrap_err().reason,
+            SpawnFailure::InvalidArgument
+        );
+        p.pty = Some(PtySize {
+            rows: 24,
+            cols: 70_000,
+        });
+        assert!(validate(&p).is_err());
+        p.pty = Some(PtySize { rows: 24, cols: 80 });
+        assert!(validate(&p).is_ok());
         let mut s = spec(&["env"]);
         s.env.insert("A=B".into(), "x".into());
         assert_eq!(

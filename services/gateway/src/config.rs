@@ -30,6 +30,9 @@ pub struct Config {
     /// `COGNITION_SSE_KEEPALIVE_MS`: longest silence on an SSE stream before a `: keepalive`
     /// comment (default 15 s).
     pub sse_keepalive_ms: u64,
+    /// `COGNITION_METRICS_PORT`: Prometheus `/metrics` port on all interfaces; `0` (default) =
+    /// no metrics. In one process (`cognition up`) the first service to start serves them all.
+    pub metrics_port: u16,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             upstream_timeout_ms: 10_000,
             health_timeout_ms: 1_000,
             sse_keepalive_ms: 15_000,
+            metrics_port: 0,
         }
     }
 }

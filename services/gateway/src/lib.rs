@@ -14,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 pub mod middleware;
 pub mod routes;
 pub mod sse;
@@ -44,6 +45,8 @@ pub enum Error {
     State(#[from] StateError),
     #[error("serving HTTP: {0}")]
     Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Metrics(#[from] cognition_metrics::Error),
 }
 
 /// The CORS layer for `origins` (`["*"]` means any origin).
@@ -68,10 +71,12 @@ fn cors(origins: &[String]) -> CorsLayer {
 }
 
 /// The gateway's HTTP application: every route of [`routes::ROUTES`] plus the cross-cutting
-/// layers (request id, tracing span, CORS, JSON error bodies, panic catcher, body limit).
+/// layers (metrics, request id, tracing span, CORS, JSON error bodies, panic catcher, body
+/// limit). The layers wrap each route, so the metrics middleware sees the matched route.
 pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(middleware::REQUEST_ID);
     let layers = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(metrics::record))
         .layer(SetRequestIdLayer::new(
             request_id.clone(),
             middleware::MakeUuid,
@@ -94,12 +99,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled, then drains: open SSE streams
-/// end (clients reconnect with `Last-Event-ID`) and in-flight requests finish.
+/// end (clients reconnect with `Last-Event-ID`) and in-flight requests finish. Prometheus metrics
+/// are installed when `COGNITION_METRICS_PORT` is set (see [`metrics`]).
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    if cognition_metrics::install("gateway", config.metrics_port)?.is_some() {
+        metrics::describe();
+    }
     let state = AppState::new(&config, shutdown.clone())?;
     let app = router(state);
     if let Ok(addr) = listener.local_addr() {

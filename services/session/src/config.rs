@@ -40,9 +40,13 @@ pub struct Config {
     /// `COGNITION_PERSISTENCE_URI`: database URL. SQLite defaults to
     /// `sqlite://<data_dir>/cognition.db?mode=rwc`; PostgreSQL requires it.
     pub persistence_uri: Option<String>,
-    /// `COGNITION_EXECUTOR_URL`: the executor's gRPC URL; unset means no executor (sandboxes
-    /// are then not cleaned up on session delete).
+    /// `COGNITION_EXECUTOR_URL`: the executor's gRPC URL (a pool of one); unset, with
+    /// `COGNITION_EXECUTOR_URLS` unset too, means no executor (the sandbox tools then say so).
     pub executor_url: Option<String>,
+    /// `COGNITION_EXECUTOR_URLS`: several executor replicas, comma-separated (or `["a","b"]`),
+    /// behind one pool (see [`crate::executor_pool`]). Setting both variables is an error.
+    #[serde(deserialize_with = "deserialize_list")]
+    pub executor_urls: Vec<String>,
     /// `COGNITION_SCOPING_ENABLED`: require the caller's scope on every call.
     pub scoping_enabled: bool,
     /// `COGNITION_SCOPE_KEYS`: scope keys, `user,org` or `["user","org"]` (default `user`).
@@ -93,6 +97,9 @@ pub struct Config {
     pub callback_max_attempts: u32,
     /// `COGNITION_CALLBACK_BACKOFF_MS`: delay before the second attempt (doubles after).
     pub callback_backoff_ms: u64,
+    /// `COGNITION_METRICS_PORT`: Prometheus `/metrics` port on all interfaces; `0` (default) =
+    /// no metrics. In one process (`cognition up`) the first service to start serves them all.
+    pub metrics_port: u16,
 }
 
 fn deserialize_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -108,6 +115,7 @@ impl Default for Config {
             persistence_backend: PersistenceBackend::Sqlite,
             persistence_uri: None,
             executor_url: None,
+            executor_urls: Vec::new(),
             scoping_enabled: false,
             scope_keys: vec!["user".to_owned()],
             db_max_connections: DEFAULT_DB_MAX_CONNECTIONS,
@@ -127,6 +135,7 @@ impl Default for Config {
             callback_allow_private: false,
             callback_max_attempts: 3,
             callback_backoff_ms: 500,
+            metrics_port: 0,
         }
     }
 }
@@ -184,13 +193,7 @@ impl cognition_config::Validate for Config {
             }
             _ => {}
         }
-        if let Some(url) = &self.executor_url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            problems.push(format!(
-                "COGNITION_EXECUTOR_URL={url:?} must be an http(s) URL"
-            ));
-        }
+        self.validate_executors(problems);
         if self.scope_keys.is_empty() && self.scoping_enabled {
             problems.push(
                 "COGNITION_SCOPE_KEYS must name at least one key when COGNITION_SCOPING_ENABLED=true"
@@ -216,6 +219,38 @@ impl cognition_config::Validate for Config {
 }
 
 impl Config {
+    /// The executor replicas to use: `COGNITION_EXECUTOR_URLS`, else `COGNITION_EXECUTOR_URL`
+    /// as a pool of one, else none.
+    pub fn executor_urls(&self) -> Vec<String> {
+        if self.executor_urls.is_empty() {
+            self.executor_url.iter().cloned().collect()
+        } else {
+            self.executor_urls.clone()
+        }
+    }
+
+    fn validate_executors(&self, problems: &mut Vec<String>) {
+        if self.executor_url.is_some() && !self.executor_urls.is_empty() {
+            problems.push(
+                "set either COGNITION_EXECUTOR_URL (one executor) or COGNITION_EXECUTOR_URLS \
+                 (several), not both"
+                    .to_owned(),
+            );
+        }
+        if let Some(url) = &self.executor_url
+            && let Some(problem) = executor_url_problem(url)
+        {
+            problems.push(format!("COGNITION_EXECUTOR_URL={url:?} {problem}"));
+        }
+        for (i, url) in self.executor_urls.iter().enumerate() {
+            if let Some(problem) = executor_url_problem(url) {
+                problems.push(format!("COGNITION_EXECUTOR_URLS: {url:?} {problem}"));
+            } else if self.executor_urls[..i].contains(url) {
+                problems.push(format!("COGNITION_EXECUTOR_URLS: {url:?} is listed twice"));
+            }
+        }
+    }
+
     fn validate_runs(&self, problems: &mut Vec<String>) {
         if self.run_heartbeat_ms == 0 || self.run_heartbeat_ms >= self.run_lease_ms {
             problems.push(format!(
@@ -294,6 +329,17 @@ impl Config {
     }
 }
 
+/// Why `url` cannot be an executor's gRPC endpoint, if it cannot.
+fn executor_url_problem(url: &str) -> Option<&'static str> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Some("must be an http(s) URL");
+    }
+    match tonic::transport::Endpoint::from_shared(url.to_owned()) {
+        Ok(endpoint) if endpoint.uri().host().is_some_and(|h| !h.is_empty()) => None,
+        _ => Some("is not a valid URL (expected e.g. http://127.0.0.1:50052)"),
+    }
+}
+
 /// Hides the password of a database URL (`postgres://user:***@host/db`).
 pub fn redact_uri(uri: &str) -> String {
     let Some((scheme, rest)) = uri.split_once("://") else {
@@ -321,6 +367,7 @@ impl fmt::Debug for Config {
                 &self.persistence_uri.as_deref().map(redact_uri),
             )
             .field("executor_url", &self.executor_url)
+            .field("executor_urls", &self.executor_urls)
             .field("scoping_enabled", &self.scoping_enabled)
             .field("scope_keys", &self.scope_keys)
             .field("db_max_connections", &self.db_max_connections)
@@ -417,6 +464,44 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn one_executor_url_is_a_pool_of_one_and_a_list_is_a_pool() {
+        assert!(load(&[]).unwrap().executor_urls().is_empty());
+        let one = load(&[("COGNITION_EXECUTOR_URL", "http://127.0.0.1:50052")]).unwrap();
+        assert_eq!(one.executor_urls(), vec!["http://127.0.0.1:50052"]);
+        let many = load(&[(
+            "COGNITION_EXECUTOR_URLS",
+            "http://10.0.0.1:50052, http://10.0.0.2:50052",
+        )])
+        .unwrap();
+        assert_eq!(many.executor_url, None);
+        assert_eq!(
+            many.executor_urls(),
+            vec!["http://10.0.0.1:50052", "http://10.0.0.2:50052"]
+        );
+    }
+
+    #[test]
+    fn executor_url_problems_are_reported_together() {
+        let err = load(&[
+            ("COGNITION_EXECUTOR_URL", "http://127.0.0.1:50052"),
+            (
+                "COGNITION_EXECUTOR_URLS",
+                "http://a:1,localhost:50052,http://a:1,http://",
+            ),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.problems.len(), 4, "{text}");
+        assert!(text.contains("not both"), "{text}");
+        assert!(
+            text.contains("\"localhost:50052\" must be an http(s) URL"),
+            "{text}"
+        );
+        assert!(text.contains("\"http://a:1\" is listed twice"), "{text}");
+        assert!(text.contains("\"http://\" is not a valid URL"), "{text}");
     }
 
     #[test]

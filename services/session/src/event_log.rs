@@ -170,7 +170,9 @@ impl EventLog {
     ) -> Result<Vec<Arc<StoredEvent>>, store::Error> {
         let mut out = Vec::with_capacity(kinds.len());
         for chunk in kinds.chunks(store::MAX_EVENT_BATCH) {
-            for event in self.store.append_events(session_id, run_id, chunk).await? {
+            let appended = self.store.append_events(session_id, run_id, chunk).await?;
+            crate::metrics::events_appended(appended.len());
+            for event in appended {
                 let event = Arc::new(event);
                 self.hub.publish(Arc::clone(&event));
                 out.push(event);
@@ -260,6 +262,7 @@ impl EventLog {
         kind: EventKind,
     ) -> Result<Arc<StoredEvent>, store::Error> {
         let event = Arc::new(self.store.append_event(session_id, run_id, &kind).await?);
+        crate::metrics::events_appended(1);
         self.hub.publish(Arc::clone(&event));
         Ok(event)
     }
@@ -280,6 +283,7 @@ impl EventLog {
             .await?
             .map(Arc::new);
         if let Some(event) = &event {
+            crate::metrics::events_appended(1);
             self.hub.publish(Arc::clone(event));
         }
         Ok(event)

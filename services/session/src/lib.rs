@@ -6,8 +6,9 @@
 //! by tests, all through [`run`]. Layout: domain types ([`domain`], [`event`]), the storage
 //! trait and its backends ([`store`]), the event log with live fan-out ([`event_log`]), agent
 //! runs ([`run`]: leases, the agent loop, abort, recovery) with the model interface ([`llm`]),
-//! the built-in tools ([`tools`]) and callbacks ([`callback`]), the gRPC adapter ([`grpc`])
-//! and sandbox cleanup on the executor ([`sandboxes`]). HTTP stays in the gateway.
+//! the built-in tools ([`tools`]) and callbacks ([`callback`]), the gRPC adapter ([`grpc`]),
+//! the executor replicas ([`executor_pool`]) and sandbox cleanup on them ([`sandboxes`]). HTTP
+//! stays in the gateway.
 
 pub mod agents;
 pub mod callback;
@@ -15,8 +16,10 @@ pub mod config;
 pub mod domain;
 pub mod event;
 pub mod event_log;
+pub mod executor_pool;
 pub mod grpc;
 pub mod llm;
+pub mod metrics;
 pub mod run;
 pub mod sandboxes;
 pub mod store;
@@ -25,6 +28,7 @@ pub mod tools;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cognition_metrics::grpc::GrpcMetricsLayer;
 use cognition_proto::session::v1::session_service_server::SessionServiceServer;
 use cognition_telemetry::grpc::ServerTraceLayer;
 use futures::StreamExt;
@@ -43,13 +47,15 @@ pub enum Error {
     #[error("session store: {0}")]
     Store(#[from] store::Error),
     #[error(transparent)]
-    Executor(#[from] sandboxes::InvalidExecutorUrl),
+    Executor(#[from] executor_pool::InvalidExecutorUrl),
     #[error("language model configuration: {0}")]
     Llm(#[from] cognition_config::ConfigError),
     #[error("building gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Metrics(#[from] cognition_metrics::Error),
 }
 
 /// Applies pending migrations of the configured database (idempotent); `cognition db upgrade`.
@@ -99,14 +105,16 @@ pub async fn serve(
     serve_with_model(config, events, model, listener, shutdown).await
 }
 
-/// The run machinery of one replica, from `config`.
+/// The run machinery of one replica, from `config`, with its tools on the executors of
+/// `executors`.
 pub fn run_manager(
     config: &Config,
     events: EventLog,
     model: Arc<dyn llm::ModelClient>,
-) -> Result<run::RunManager, Error> {
+    executors: executor_pool::ExecutorPool,
+) -> run::RunManager {
     let toolbox = tools::Toolbox::new(
-        tools::Executor::new(config.executor_url.as_deref())?,
+        tools::Executor::new(executors),
         tools::ToolSettings {
             max_output_chars: config.tool_output_max_chars,
             default_timeout: Duration::from_secs(config.tool_timeout_secs),
@@ -123,16 +131,18 @@ pub fn run_manager(
         max_attempts: config.callback_max_attempts,
         backoff: Duration::from_millis(config.callback_backoff_ms),
     });
-    Ok(run::RunManager::new(
+    run::RunManager::new(
         run::RunSettings::from_config(config),
         events,
         model,
         toolbox,
         callbacks,
-    ))
+    )
 }
 
 /// [`serve`] with an explicit model client (tests and embedders choose the providers).
+///
+/// Prometheus metrics are installed when `COGNITION_METRICS_PORT` is set (see [`metrics`]).
 ///
 /// On shutdown: health turns NOT_SERVING, the runs executing here are closed as interrupted
 /// with their terminal events (bounded wait), then the event streams end and the server stops.
@@ -143,8 +153,12 @@ pub async fn serve_with_model(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let sandboxes = sandboxes::SandboxCleaner::new(config.executor_url.as_deref())?;
-    let runs = run_manager(config, events.clone(), model)?;
+    if cognition_metrics::install("session", config.metrics_port)?.is_some() {
+        metrics::describe();
+    }
+    let executors = executor_pool::ExecutorPool::new(&config.executor_urls())?;
+    let sandboxes = sandboxes::SandboxCleaner::new(executors.clone());
+    let runs = run_manager(config, events.clone(), model, executors);
     runs.start_background();
     tracing::info!(replica_id = runs.replica_id(), "run manager started");
     // Event streams end after the runs wrote their last events, not at the shutdown signal.
@@ -189,6 +203,7 @@ pub async fn serve_with_model(
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE))
         .layer(ServerTraceLayer)
+        .layer(GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SessionServiceServer::new(api))

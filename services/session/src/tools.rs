@@ -195,9 +195,9 @@ fn parse<T: DeserializeOwned>(tool: &str, args: &serde_json::Value) -> Result<T,
 
 /// A model path → a workspace path for the executor (a leading `/` is the workspace root,
 /// unless the path already lies under the sandbox's real workdir).
-fn workspace_path(sandbox: &Sandbox, path: &str) -> String {
+fn workspace_path(workdir: &str, path: &str) -> String {
     let path = path.trim();
-    if !sandbox.workdir.is_empty() && path.starts_with(&sandbox.workdir) {
+    if !workdir.is_empty() && path.starts_with(workdir) {
         return path.to_owned();
     }
     let relative = path.trim_start_matches('/');
@@ -333,9 +333,12 @@ impl Toolbox {
     }
 
     async fn sandbox(&self, ctx: &mut ToolContext) -> Result<Sandbox, ToolResult> {
-        if let Some(sandbox) = &ctx.sandbox {
+        if let Some(sandbox) = &ctx.sandbox
+            && self.executor.still_holds(sandbox)
+        {
             return Ok(sandbox.clone());
         }
+        ctx.sandbox = None;
         let sandbox = self
             .executor
             .ensure_sandbox(&ctx.session_id.to_string(), &ctx.scopes)
@@ -403,7 +406,7 @@ impl Toolbox {
             LS => {
                 let args: LsArgs = parse(LS, args)?;
                 let sandbox = self.sandbox(ctx).await?;
-                let path = workspace_path(&sandbox, args.path.as_deref().unwrap_or(""));
+                let path = workspace_path(&sandbox.workdir, args.path.as_deref().unwrap_or(""));
                 let files = self
                     .executor
                     .list_files(&sandbox, path.clone())
@@ -422,7 +425,7 @@ impl Toolbox {
                     .executor
                     .read_file(
                         &sandbox,
-                        workspace_path(&sandbox, &args.file_path),
+                        workspace_path(&sandbox.workdir, &args.file_path),
                         offset,
                         args.limit.unwrap_or(READ_LIMIT).max(1),
                     )
@@ -455,7 +458,7 @@ impl Toolbox {
                     .executor
                     .write_file(
                         &sandbox,
-                        workspace_path(&sandbox, &args.file_path),
+                        workspace_path(&sandbox.workdir, &args.file_path),
                         args.content,
                     )
                     .await
@@ -470,7 +473,7 @@ impl Toolbox {
                 let sandbox = self.sandbox(ctx).await?;
                 let request = cognition_proto::executor::v1::EditFileRequest {
                     sandbox_id: String::new(),
-                    path: workspace_path(&sandbox, &args.file_path),
+                    path: workspace_path(&sandbox.workdir, &args.file_path),
                     old_string: args.old_string,
                     new_string: args.new_string,
                     replace_all: args.replace_all,
@@ -488,7 +491,7 @@ impl Toolbox {
             GLOB => {
                 let args: GlobArgs = parse(GLOB, args)?;
                 let sandbox = self.sandbox(ctx).await?;
-                let path = workspace_path(&sandbox, args.path.as_deref().unwrap_or(""));
+                let path = workspace_path(&sandbox.workdir, args.path.as_deref().unwrap_or(""));
                 let files = self
                     .executor
                     .glob(&sandbox, args.pattern.clone(), path)
@@ -502,7 +505,7 @@ impl Toolbox {
             GREP => {
                 let args: GrepArgs = parse(GREP, args)?;
                 let sandbox = self.sandbox(ctx).await?;
-                let path = workspace_path(&sandbox, args.path.as_deref().unwrap_or(""));
+                let path = workspace_path(&sandbox.workdir, args.path.as_deref().unwrap_or(""));
                 let include = args.glob.or(args.include).unwrap_or_default();
                 let found = self
                     .executor
@@ -599,24 +602,24 @@ mod tests {
 
     #[test]
     fn paths_are_relative_to_the_workspace() {
-        let sandbox = Sandbox {
-            id: "s".into(),
-            workdir: "/data/s/workspace".into(),
-        };
-        assert_eq!(workspace_path(&sandbox, "/notes.txt"), "notes.txt");
-        assert_eq!(workspace_path(&sandbox, "a/b"), "a/b");
-        assert_eq!(workspace_path(&sandbox, "/"), ".");
-        assert_eq!(workspace_path(&sandbox, ""), ".");
+        let sandbox = "/data/s/workspace";
+        assert_eq!(workspace_path(sandbox, "/notes.txt"), "notes.txt");
+        assert_eq!(workspace_path(sandbox, "a/b"), "a/b");
+        assert_eq!(workspace_path(sandbox, "/"), ".");
+        assert_eq!(workspace_path(sandbox, ""), ".");
         assert_eq!(
-            workspace_path(&sandbox, "/data/s/workspace/x"),
+            workspace_path(sandbox, "/data/s/workspace/x"),
             "/data/s/workspace/x"
         );
-        assert_eq!(workspace_path(&sandbox, "../etc/passwd"), "../etc/passwd");
+        assert_eq!(workspace_path(sandbox, "../etc/passwd"), "../etc/passwd");
     }
 
     #[tokio::test]
     async fn bad_arguments_and_unknown_tools_are_results() {
-        let toolbox = Toolbox::new(Executor::new(None).unwrap(), ToolSettings::default());
+        let toolbox = Toolbox::new(
+            Executor::new(crate::executor_pool::ExecutorPool::none()),
+            ToolSettings::default(),
+        );
         let mut ctx = ToolContext::new(Uuid::nil(), StringMap::new());
         let cancel = CancellationToken::new();
         let call = |name: &str, args| ToolCall {

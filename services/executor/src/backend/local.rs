@@ -17,8 +17,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+
 use async_trait::async_trait;
 use chrono::Utc;
+use cognition_sandbox_agent::pty;
 use nix::errno::Errno;
 use nix::unistd::Pid;
 
@@ -425,45 +429,29 @@ impl SandboxBackend for LocalBackend {
             env.get("PATH").map_or("", String::as_str),
             &cwd.host,
         )?;
-        let mut cmd = tokio::process::Command::new(&resolved);
-        cmd.arg0(program)
+        let mut std_cmd = std::process::Command::new(&resolved);
+        std_cmd
+            .arg0(program)
             .args(&spec.argv[1..])
             .env_clear()
             .envs(&env)
-            .current_dir(&cwd.host)
-            .stdin(if spec.stdin_pipe {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| SpawnError::Failed(SpawnFailed::from_io(program, &e)))?;
+            .current_dir(&cwd.host);
+        let (mut child, pipes) = match spec.pty {
+            None => spawn_on_pipes(std_cmd, spec.stdin_pipe, program)?,
+            Some(size) => spawn_on_pty(std_cmd, size, program)?,
+        };
         let Some(pid) = child.id() else {
             return Err(SpawnError::Failed(SpawnFailed::new(
                 SpawnFailure::Other,
                 "process exited before it started",
             )));
         };
-        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-            return Err(SpawnError::Failed(SpawnFailed::new(
-                SpawnFailure::Other,
-                "missing output pipes",
-            )));
-        };
-        let stdin = child
-            .stdin
-            .take()
-            .map(|s| Box::pin(s) as crate::process::Writer);
         let pgid = pid as i32;
         lock(&sandbox.groups).insert(pgid);
         let signaller = Arc::new(LocalSignaller {
             pid: pgid,
             reaped: AtomicBool::new(false),
+            pty_master: pipes.pty_master,
         });
         let groups = sandbox.groups.clone();
         let reaped = signaller.clone();
@@ -475,9 +463,9 @@ impl SandboxBackend for LocalBackend {
         });
         Ok(SpawnedProcess {
             pid,
-            stdin,
-            stdout: Box::pin(stdout),
-            stderr: Box::pin(stderr),
+            stdin: pipes.stdin,
+            stdout: pipes.stdout,
+            stderr: pipes.stderr,
             exit,
             signaller,
         })
@@ -527,10 +515,127 @@ fn resolve_program(program: &str, path_var: &str, cwd: &Path) -> Result<PathBuf,
     })
 }
 
-/// Signals a local process group (whose id is the leader's pid).
+/// The parent's ends of a started process.
+struct Pipes {
+    stdin: Option<crate::process::Writer>,
+    stdout: crate::process::Reader,
+    stderr: crate::process::Reader,
+    pty_master: Option<OwnedFd>,
+}
+
+/// Starts `cmd` in its own process group with piped output (and stdin when asked).
+fn spawn_on_pipes(
+    mut cmd: std::process::Command,
+    stdin_pipe: bool,
+    program: &str,
+) -> Result<(tokio::process::Child, Pipes), SpawnError> {
+    cmd.stdin(if stdin_pipe {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .process_group(0);
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| SpawnError::Failed(SpawnFailed::from_io(program, &e)))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(SpawnError::Failed(SpawnFailed::new(
+            SpawnFailure::Other,
+            "missing output pipes",
+        )));
+    };
+    let stdin = child
+        .stdin
+        .take()
+        .map(|s| Box::pin(s) as crate::process::Writer);
+    Ok((
+        child,
+        Pipes {
+            stdin,
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            pty_master: None,
+        },
+    ))
+}
+
+/// Starts `cmd` on a new PTY as its controlling terminal (a new session: pid = process group).
+/// The master is read and written through blocking-pool files: a terminal is slow by nature.
+fn spawn_on_pty(
+    mut cmd: std::process::Command,
+    size: crate::process::PtySize,
+    program: &str,
+) -> Result<(tokio::process::Child, Pipes), SpawnError> {
+    let other = |what: &str, e: io::Error| {
+        SpawnError::Failed(SpawnFailed::new(
+            SpawnFailure::Other,
+            format!("{what}: {e}"),
+        ))
+    };
+    let window = size.to_window().ok_or_else(|| {
+        SpawnError::Failed(SpawnFailed::new(
+            SpawnFailure::InvalidArgument,
+            "pty size out of range",
+        ))
+    })?;
+    let pair = pty::open(window).map_err(|e| {
+        SpawnError::Failed(SpawnFailed::new(
+            SpawnFailure::ResourceLimit,
+            format!("opening a pty: {e}"),
+        ))
+    })?;
+    pty::attach(&mut cmd, &pair.slave).map_err(|e| other("pty", e))?;
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(false);
+    let child = cmd
+        .spawn()
+        .map_err(|e| SpawnError::Failed(SpawnFailed::from_io(program, &e)))?;
+    // Every copy of the slave but the child's must close, or the master never sees the end.
+    drop(cmd);
+    drop(pair.slave);
+    let file = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
+            .map_err(|e| other("pty", e))
+    };
+    let input = file(&pair.master)?;
+    let output = file(&pair.master)?;
+    Ok((
+        child,
+        Pipes {
+            stdin: Some(Box::pin(input)),
+            stdout: Box::pin(PtyReader(output)),
+            stderr: Box::pin(tokio::io::empty()),
+            pty_master: Some(pair.master),
+        },
+    ))
+}
+
+/// A PTY master as a reader whose end of file is the terminal closing (`EIO` on Linux).
+struct PtyReader(tokio::fs::File);
+
+impl tokio::io::AsyncRead for PtyReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if pty::is_closed(&e) => std::task::Poll::Ready(Ok(())),
+            other => other,
+        }
+    }
+}
+
+/// Signals a local process group (whose id is the leader's pid) and resizes its terminal.
 struct LocalSignaller {
     pid: i32,
     reaped: AtomicBool,
+    pty_master: Option<OwnedFd>,
 }
 
 impl Signaller for LocalSignaller {
@@ -548,5 +653,15 @@ impl Signaller for LocalSignaller {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
+    }
+
+    fn resize(&self, size: crate::process::PtySize) -> io::Result<()> {
+        let (Some(master), Some(window)) = (&self.pty_master, size.to_window()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the process has no pty",
+            ));
+        };
+        pty::resize(master, window)
     }
 }

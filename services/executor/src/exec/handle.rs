@@ -106,7 +106,8 @@ impl Exec {
         head: u64,
         tail: u64,
     ) -> Arc<Self> {
-        let pipe = spec.stdin == super::spec::StdinMode::Pipe;
+        // A PTY's input is always writable: it is the terminal.
+        let pipe = spec.stdin == super::spec::StdinMode::Pipe || spec.pty.is_some();
         Arc::new(Self {
             sandbox_id,
             id,
@@ -271,6 +272,28 @@ impl Exec {
         signaller
             .signal(signal, leader_only)
             .map_err(|e| Error::Internal(format!("signalling exec {}: {e}", self.id)))
+    }
+
+    /// Resizes the exec's terminal. A finished exec ignores resizes; one without a PTY refuses.
+    pub fn resize(&self, size: super::spec::PtySize) -> Result<(), Error> {
+        if self.spec.pty.is_none() {
+            return Err(Error::Invalid(format!(
+                "exec {} has no pty: start it with a pty size to resize it",
+                self.id
+            )));
+        }
+        if size.to_window().is_none() {
+            return Err(Error::Invalid(format!(
+                "pty size {}x{} is out of range (rows and cols must be 1..=65535)",
+                size.rows, size.cols
+            )));
+        }
+        let Some(signaller) = self.lock().signaller.clone() else {
+            return Ok(()); // not started yet or already finished
+        };
+        signaller
+            .resize(size)
+            .map_err(|e| Error::Internal(format!("resizing exec {}: {e}", self.id)))
     }
 
     /// A new reader starting after `offsets` bytes of stdout and stderr.

@@ -25,11 +25,7 @@ pub enum StdinMode {
     Pipe,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PtySize {
-    pub rows: u32,
-    pub cols: u32,
-}
+pub use crate::process::PtySize;
 
 /// Limits enforced by the executor; `None` means none (or the default, for `kill_grace`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,12 +96,6 @@ impl ExecSpec {
 
     /// What the backend should start, or why nothing can be started.
     pub fn process_spec(&self) -> Result<ProcessSpec, SpawnFailed> {
-        if self.pty.is_some() {
-            return Err(SpawnFailed::new(
-                SpawnFailure::InvalidArgument,
-                "pty is not supported by the local backend yet (issue #5)",
-            ));
-        }
         let argv = match &self.command {
             Command::Argv(a) => a.clone(),
             Command::Shell(s) => vec![SHELL.to_owned(), "-c".to_owned(), s.clone()],
@@ -120,7 +110,8 @@ impl ExecSpec {
             argv,
             env: self.env.clone(),
             cwd: self.cwd.clone(),
-            stdin_pipe: self.stdin == StdinMode::Pipe,
+            stdin_pipe: self.stdin == StdinMode::Pipe || self.pty.is_some(),
+            pty: self.pty,
         };
         crate::process::validate(&spec)?;
         Ok(spec)
@@ -212,6 +203,10 @@ mod tests {
         );
         let mut s = ExecSpec::new(Command::Argv(vec!["top".into()]));
         s.pty = Some(PtySize { rows: 24, cols: 80 });
+        let p = s.process_spec().unwrap();
+        assert_eq!(p.pty, Some(PtySize { rows: 24, cols: 80 }));
+        assert!(p.stdin_pipe, "a pty's stdin is the terminal");
+        s.pty = Some(PtySize { rows: 0, cols: 80 });
         assert_eq!(
             s.process_spec().unwrap_err().reason,
             SpawnFailure::InvalidArgument

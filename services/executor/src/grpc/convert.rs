@@ -10,8 +10,8 @@ use cognition_proto::executor::v1 as pb;
 
 use crate::error::Error;
 use crate::exec::{
-    Command, DisconnectPolicy, ExecEvent, ExecSnapshot, ExecSpec, ExecState, ExitReason, Limits,
-    OutputPolicy, PtySize, StartExec, StdinMode, StreamKind, Terminal,
+    Command, DisconnectPolicy, Exec, ExecEvent, ExecSnapshot, ExecSpec, ExecState, ExitReason,
+    Limits, OutputPolicy, PtySize, StartExec, StdinMode, StreamKind, Terminal,
 };
 use crate::files::FileEntry;
 use crate::ids::{ExecId, SandboxId};
@@ -191,10 +191,22 @@ pub fn signal(raw: i32) -> Result<Signal, Error> {
     })
 }
 
-fn stream(s: StreamKind) -> i32 {
+/// The wire stream of an engine stream: a PTY exec's output is the engine's stdout, reported as
+/// the `pty` stream.
+fn stream(s: StreamKind, pty: bool) -> i32 {
     match s {
+        StreamKind::Stdout if pty => pb::OutputStream::Pty as i32,
         StreamKind::Stdout => pb::OutputStream::Stdout as i32,
         StreamKind::Stderr => pb::OutputStream::Stderr as i32,
+    }
+}
+
+/// Attach offsets as the engine's `[stdout, stderr]`: a PTY exec resumes from `pty_offset`.
+pub fn attach_offsets(a: &pb::ExecAttach, pty: bool) -> [u64; 2] {
+    if pty {
+        [a.pty_offset, 0]
+    } else {
+        [a.stdout_offset, a.stderr_offset]
     }
 }
 
@@ -244,8 +256,10 @@ fn exited(e: &crate::exec::Exited) -> pb::ExecExited {
 }
 
 /// One reader event as the wire message.
-pub fn event(ev: ExecEvent, exec_id: &ExecId) -> pb::ExecResponse {
+pub fn event(ev: ExecEvent, exec: &Exec) -> pb::ExecResponse {
     use pb::exec_response::Msg;
+    let exec_id = exec.id();
+    let pty = exec.spec().pty.is_some();
     let msg = match ev {
         ExecEvent::Started { pid, attached } => Msg::Started(pb::ExecStarted {
             exec_id: exec_id.to_string(),
@@ -253,7 +267,7 @@ pub fn event(ev: ExecEvent, exec_id: &ExecId) -> pb::ExecResponse {
             attached,
         }),
         ExecEvent::Output(c) => Msg::Output(pb::ExecOutput {
-            stream: stream(c.stream),
+            stream: stream(c.stream, pty),
             data: c.data.to_vec(),
             offset: c.offset,
             seq: c.seq,
@@ -263,7 +277,7 @@ pub fn event(ev: ExecEvent, exec_id: &ExecId) -> pb::ExecResponse {
             offset,
             length,
         } => Msg::Gap(pb::OutputGap {
-            stream: stream(s),
+            stream: stream(s, pty),
             offset,
             length,
             reason: pb::GapReason::Truncated as i32,

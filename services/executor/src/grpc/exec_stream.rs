@@ -19,7 +19,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{Status, Streaming};
 
 use super::convert;
-use crate::exec::{Exec, ExecEvent, Subscription};
+use crate::exec::{Exec, ExecEvent, PtySize, Subscription};
 
 /// Output chunks taken from the log per lock.
 const BATCH: usize = 64;
@@ -56,7 +56,7 @@ impl Outbound {
         loop {
             if let Some(ev) = self.pending.pop_front() {
                 self.last_sent = Instant::now();
-                return Some(Ok(convert::event(ev, self.sub.exec().id())));
+                return Some(Ok(convert::event(ev, self.sub.exec())));
             }
             if self.finished {
                 self.ended = true;
@@ -157,9 +157,14 @@ async fn inbound_loop(
                     .map(|e| e.into_status()),
                 Err(e) => Some(e.into_status()),
             },
-            Some(Msg::Resize(_)) => {
-                tracing::debug!(exec_id = %exec.id(), "ignoring a resize: the exec has no pty");
-                None
+            Some(Msg::Resize(r)) => {
+                let size = r.size.unwrap_or_default();
+                exec.resize(PtySize {
+                    rows: size.rows,
+                    cols: size.cols,
+                })
+                .err()
+                .map(|e| e.into_status())
             }
             Some(Msg::Detach(_)) => {
                 let _ = control.send(Control::Detach).await;

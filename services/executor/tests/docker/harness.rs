@@ -100,13 +100,19 @@ impl DockerTest {
         .await
     }
 
-    /// A second executor on the same data directory (restart / re-adoption).
+    /// A second executor on the same data directory (restart / re-adoption). The new one
+    /// starts before the old one stops, as in a rolling restart.
     pub async fn restart(&mut self) {
         let old = std::mem::replace(
             &mut self.server,
             Self::executor(self.dir.path(), self.tune).await,
         );
         old.stop().await;
+    }
+
+    /// Another executor on the same data directory and configuration, running beside this one.
+    pub async fn second_executor(&self) -> Server {
+        Self::executor(self.dir.path(), self.tune).await
     }
 
     /// Containers managed by this test's executor (by labels, read from the engine).
@@ -152,6 +158,32 @@ impl DockerTest {
         }
         assert_eq!(self.containers().await, 0, "containers leaked");
         self.server.stop().await;
+    }
+}
+
+impl DockerTest {
+    /// Stops the executor gracefully (which removes its warm pool), then checks that no
+    /// container of this root is left. Sandboxes must have been deleted before.
+    pub async fn stop_and_check_empty(self) {
+        let DockerTest {
+            server,
+            docker,
+            root,
+            _guard,
+            dir,
+            tune: _,
+        } = self;
+        server.stop().await;
+        let probe = DockerTest {
+            server: Server::start_at(dir.path(), |_| {}).await,
+            docker,
+            root,
+            _guard,
+            dir,
+            tune: |_| {},
+        };
+        assert_eq!(probe.containers().await, 0, "containers leaked");
+        probe.server.stop().await;
     }
 }
 

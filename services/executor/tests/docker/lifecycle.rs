@@ -40,6 +40,7 @@ async fn create_applies_the_hardening() {
     let state = inspect.state.expect("state");
     assert_eq!(state.running, Some(true));
     let config = inspect.config.expect("config");
+    let cmd = config.cmd.clone().unwrap_or_default();
     let labels = config.labels.expect("labels");
     assert_eq!(labels.get("cognition.io/sandbox"), Some(&id));
     assert_eq!(
@@ -77,11 +78,21 @@ async fn create_applies_the_hardening() {
         "{tmpfs:?}"
     );
     assert!(tmpfs.contains_key("/home"), "{tmpfs:?}");
+    // The workspace, and the agent's socket folder (the image has the agent).
     let binds = host.binds.expect("binds");
-    assert_eq!(binds.len(), 1);
+    assert_eq!(binds.len(), 2, "{binds:?}");
     assert!(
         binds[0].ends_with(&format!("{id}/workspace:/workspace:rw")),
         "{binds:?}"
+    );
+    assert!(
+        binds[1].ends_with(&format!("{id}/agent:/run/cognition:rw")),
+        "{binds:?}"
+    );
+    assert_eq!(
+        cmd.first().map(String::as_str),
+        Some("/opt/cognition/bin/cognition-sandbox-agent"),
+        "the agent is the container's main process (under docker-init)"
     );
 
     // Idempotent create.

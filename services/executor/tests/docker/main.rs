@@ -14,5 +14,7 @@ mod support;
 mod harness;
 
 mod exec;
+mod image;
 mod isolation;
 mod lifecycle;
+mod warm;

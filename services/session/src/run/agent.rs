@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use cognition_errors::Code;
 use cognition_proto::scope::Scope;
@@ -28,6 +29,7 @@ use crate::callback::Delivery;
 use crate::domain::{Message, NewMessage, Role, ToolCall};
 use crate::event::{EventKind, RunStatus};
 use crate::llm::{ChatEvent, ChatRequest, LlmError, ModelId, Usage, estimate_cost};
+use crate::metrics;
 use crate::store::{self, Run, RunState};
 use crate::tools::{self, Outcome, ToolContext};
 
@@ -227,10 +229,15 @@ pub(crate) async fn execute(
 ) {
     let emitter = Emitter::new(inner, run.session_id, run.id);
     let span = tracing::info_span!("run", run_id = %run.id, session_id = %run.session_id);
+    let _active = metrics::ActiveSession::start();
     // On `Halt` nothing more can be written; the lease expires and recovery closes the run.
-    let _ = drive(inner, &emitter, &run, user_message, &handle)
+    if drive(inner, &emitter, &run, user_message, &handle)
         .instrument(span)
-        .await;
+        .await
+        .is_err()
+    {
+        metrics::run_ended("halted");
+    }
 }
 
 async fn drive(
@@ -289,6 +296,7 @@ async fn drive(
     )
     .await?;
     if let Ending::Stopped(StopReason::LeaseLost) = ending {
+        metrics::run_ended("lease_lost");
         return Ok(());
     }
 
@@ -377,7 +385,10 @@ async fn drive(
         .await?
     {
         tracing::debug!(run_id = %run.id, %state, "run finished");
+        metrics::run_ended(state.as_str());
         send_callback(inner, run, state, assistant);
+    } else {
+        metrics::run_ended("lease_lost");
     }
     Ok(())
 }
@@ -437,6 +448,7 @@ async fn steps(
             temperature: config.temperature,
             max_tokens: config.max_tokens,
         };
+        let call_started = Instant::now();
         let opened = tokio::select! {
             _ = handle.token.cancelled() => return Ok(stopped(handle)),
             opened = inner.model.stream(request) => opened,
@@ -478,6 +490,7 @@ async fn steps(
                 }
                 Some(Ok(ChatEvent::ToolCall(call))) => calls.push(call),
                 Some(Ok(ChatEvent::Finished { usage, .. })) => {
+                    metrics::llm_call(&model.provider, &model.model, call_started.elapsed());
                     turn.add_usage(&model, usage);
                     step_output = usage.output_tokens;
                     break;
@@ -537,6 +550,8 @@ async fn steps(
                 .await;
             match outcome {
                 Outcome::Finished(result) => {
+                    let status = if result.exit_code == 0 { "ok" } else { "error" };
+                    metrics::tool_call(&call.name, status);
                     for event in result.events {
                         emitter.emit(event).await?;
                     }
@@ -551,6 +566,7 @@ async fn steps(
                     conversation.push(saved);
                 }
                 Outcome::Cancelled => {
+                    metrics::tool_call(&call.name, "cancelled");
                     if handle.stop_reason() == Some(StopReason::LeaseLost) {
                         return Ok(stopped(handle));
                     }

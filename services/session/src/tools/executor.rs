@@ -1,26 +1,27 @@
 //! The executor half of the tools: the session's sandbox (created on the first tool call,
-//! idempotently, with `sandbox_id` = the session id) and the gRPC calls behind each tool.
+//! idempotently, with `sandbox_id` = the session id, on the replica the [`ExecutorPool`]
+//! chooses) and the gRPC calls behind each tool, all sent to the replica holding the sandbox.
 //!
 //! Program failures are results (exit code, error text); only infrastructure problems
 //! (executor unreachable, sandbox refused) become [`ExecutorError`], which the tool layer also
-//! turns into a result the model sees.
+//! turns into a result the model sees. When the replica holding the sandbox stops answering
+//! (a transport failure, also mid-command), the pool forgets the sandbox and the call ends
+//! with [`ExecutorError::Lost`] / [`ExecutorError::LostWhileRunning`]; the next call gets a
+//! fresh sandbox on a live replica.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use cognition_proto::executor::v1 as pb;
-use cognition_proto::executor::v1::executor_service_client::ExecutorServiceClient;
-use cognition_telemetry::grpc::{InjectTraceContext, TracedChannel};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Endpoint;
 
-use crate::sandboxes::{InvalidExecutorUrl, SESSION_LABEL};
+pub use crate::executor_pool::ExecutorError;
+use crate::executor_pool::{ExecutorClient, ExecutorPool, ReplicaId, is_transport_failure};
+use crate::sandboxes::SESSION_LABEL;
 
-/// Bound on connecting to the executor.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Bound on one unary executor call (file operations, sandbox creation).
+/// Bound on one unary executor call (file operations).
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Extra time an exec gets over its own timeout before we stop waiting for the executor.
 const EXEC_SLACK: Duration = Duration::from_secs(30);
@@ -30,43 +31,20 @@ const MAX_EXEC_BYTES: usize = 4 * 1024 * 1024;
 /// Label prefix of the scope labels of a sandbox (`cognition.io/<scope-key>`).
 pub const SCOPE_LABEL_PREFIX: &str = "cognition.io/";
 
-/// An infrastructure failure talking to the executor.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ExecutorError {
-    #[error("no executor is configured (COGNITION_EXECUTOR_URL is unset), so this tool cannot run")]
-    NotConfigured,
-    #[error("the executor refused: {0}")]
-    Refused(String),
-    #[error("the executor is unreachable: {0}")]
-    Unreachable(String),
-    #[error("the executor did not answer in time")]
-    Timeout,
-}
-
-impl From<tonic::Status> for ExecutorError {
-    fn from(status: tonic::Status) -> Self {
-        match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
-                ExecutorError::Unreachable(status.message().to_owned())
-            }
-            tonic::Code::DeadlineExceeded => ExecutorError::Timeout,
-            _ => ExecutorError::Refused(status.message().to_owned()),
-        }
-    }
-}
-
-/// A connection (lazy) to the executor, shared by every run of this replica.
+/// The executors (a lazy pool), shared by every run of this replica.
 #[derive(Debug, Clone)]
 pub struct Executor {
-    client: Option<ExecutorServiceClient<TracedChannel>>,
+    pool: ExecutorPool,
 }
 
-/// The session's sandbox as the executor reported it.
+/// The session's sandbox as the executor reported it, and the replica that holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sandbox {
     pub id: String,
     /// Working directory of processes in the sandbox.
     pub workdir: String,
+    /// The replica holding the sandbox.
+    pub replica: ReplicaId,
 }
 
 /// How a command ended.
@@ -86,42 +64,51 @@ pub enum Cancellable<T> {
     Cancelled,
 }
 
-async fn bounded<T>(
-    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-) -> Result<T, ExecutorError> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
-        Ok(result) => Ok(result?.into_inner()),
-        Err(_) => Err(ExecutorError::Timeout),
-    }
-}
-
 impl Executor {
-    /// The executor at `url` (`None`: no executor). Connects lazily; call inside a runtime.
-    pub fn new(url: Option<&str>) -> Result<Self, InvalidExecutorUrl> {
-        let Some(url) = url else {
-            return Ok(Self { client: None });
-        };
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(|source| InvalidExecutorUrl {
-                url: url.to_owned(),
-                source,
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        Ok(Self {
-            client: Some(ExecutorServiceClient::with_interceptor(
-                endpoint.connect_lazy(),
-                InjectTraceContext,
-            )),
-        })
+    /// The tools' view of `pool`.
+    pub fn new(pool: ExecutorPool) -> Self {
+        Self { pool }
     }
 
-    fn client(&self) -> Result<ExecutorServiceClient<TracedChannel>, ExecutorError> {
-        self.client.clone().ok_or(ExecutorError::NotConfigured)
+    /// Whether `sandbox` still lives where it was found (the pool forgets a sandbox whose
+    /// replica stopped answering; a cached copy is then stale).
+    pub fn still_holds(&self, sandbox: &Sandbox) -> bool {
+        self.pool.home(&sandbox.id) == Some(sandbox.replica)
+    }
+
+    fn client(&self, sandbox: &Sandbox) -> ExecutorClient {
+        self.pool.client(sandbox.replica)
+    }
+
+    /// The error for a failed call on `sandbox`: a transport failure loses the sandbox.
+    fn failed(&self, sandbox: &Sandbox, status: tonic::Status, running: bool) -> ExecutorError {
+        if is_transport_failure(&status) {
+            self.pool.lose(&sandbox.id, sandbox.replica, &status);
+            if running {
+                ExecutorError::LostWhileRunning
+            } else {
+                ExecutorError::Lost
+            }
+        } else {
+            status.into()
+        }
+    }
+
+    /// A unary call on `sandbox`, bounded by [`CALL_TIMEOUT`].
+    async fn unary<T>(
+        &self,
+        sandbox: &Sandbox,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, ExecutorError> {
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(response)) => Ok(response.into_inner()),
+            Ok(Err(status)) => Err(self.failed(sandbox, status, false)),
+            Err(_) => Err(ExecutorError::Timeout),
+        }
     }
 
     /// Creates (or finds: the id is the idempotency key) the sandbox of a session, labelled
-    /// with the session id and the session's scopes.
+    /// with the session id and the session's scopes, on the replica the pool chooses.
     pub async fn ensure_sandbox(
         &self,
         session_id: &str,
@@ -132,18 +119,18 @@ impl Executor {
             .map(|(k, v)| (format!("{SCOPE_LABEL_PREFIX}{k}"), v.clone()))
             .collect();
         labels.insert(SESSION_LABEL.to_owned(), session_id.to_owned());
-        let response = bounded(self.client()?.create_sandbox(pb::CreateSandboxRequest {
-            sandbox_id: session_id.to_owned(),
-            labels,
-            ..Default::default()
-        }))
-        .await?;
-        let sandbox = response
-            .sandbox
-            .ok_or_else(|| ExecutorError::Refused("CreateSandbox returned no sandbox".into()))?;
+        let (replica, sandbox) = self
+            .pool
+            .ensure_sandbox(pb::CreateSandboxRequest {
+                sandbox_id: session_id.to_owned(),
+                labels,
+                ..Default::default()
+            })
+            .await?;
         Ok(Sandbox {
             id: sandbox.id,
             workdir: sandbox.workdir,
+            replica,
         })
     }
 
@@ -154,12 +141,15 @@ impl Executor {
         offset: u64,
         limit: u64,
     ) -> Result<pb::ReadFileResponse, ExecutorError> {
-        bounded(self.client()?.read_file(pb::ReadFileRequest {
-            sandbox_id: sandbox.id.clone(),
-            path,
-            offset,
-            limit,
-        }))
+        self.unary(
+            sandbox,
+            self.client(sandbox).read_file(pb::ReadFileRequest {
+                sandbox_id: sandbox.id.clone(),
+                path,
+                offset,
+                limit,
+            }),
+        )
         .await
     }
 
@@ -169,13 +159,17 @@ impl Executor {
         path: String,
         content: String,
     ) -> Result<u64, ExecutorError> {
-        Ok(bounded(self.client()?.write_file(pb::WriteFileRequest {
-            sandbox_id: sandbox.id.clone(),
-            path,
-            content: content.into_bytes(),
-        }))
-        .await?
-        .bytes_written)
+        Ok(self
+            .unary(
+                sandbox,
+                self.client(sandbox).write_file(pb::WriteFileRequest {
+                    sandbox_id: sandbox.id.clone(),
+                    path,
+                    content: content.into_bytes(),
+                }),
+            )
+            .await?
+            .bytes_written)
     }
 
     pub async fn edit_file(
@@ -187,7 +181,8 @@ impl Executor {
             sandbox_id: sandbox.id.clone(),
             ..request
         };
-        Ok(bounded(self.client()?.edit_file(request))
+        Ok(self
+            .unary(sandbox, self.client(sandbox).edit_file(request))
             .await?
             .replacements)
     }
@@ -197,12 +192,16 @@ impl Executor {
         sandbox: &Sandbox,
         path: String,
     ) -> Result<Vec<pb::FileInfo>, ExecutorError> {
-        Ok(bounded(self.client()?.list_files(pb::ListFilesRequest {
-            sandbox_id: sandbox.id.clone(),
-            path,
-        }))
-        .await?
-        .files)
+        Ok(self
+            .unary(
+                sandbox,
+                self.client(sandbox).list_files(pb::ListFilesRequest {
+                    sandbox_id: sandbox.id.clone(),
+                    path,
+                }),
+            )
+            .await?
+            .files)
     }
 
     pub async fn glob(
@@ -211,13 +210,17 @@ impl Executor {
         pattern: String,
         path: String,
     ) -> Result<Vec<pb::FileInfo>, ExecutorError> {
-        Ok(bounded(self.client()?.glob(pb::GlobRequest {
-            sandbox_id: sandbox.id.clone(),
-            pattern,
-            path,
-        }))
-        .await?
-        .files)
+        Ok(self
+            .unary(
+                sandbox,
+                self.client(sandbox).glob(pb::GlobRequest {
+                    sandbox_id: sandbox.id.clone(),
+                    pattern,
+                    path,
+                }),
+            )
+            .await?
+            .files)
     }
 
     pub async fn grep(
@@ -227,12 +230,15 @@ impl Executor {
         path: String,
         include: String,
     ) -> Result<pb::GrepResponse, ExecutorError> {
-        bounded(self.client()?.grep(pb::GrepRequest {
-            sandbox_id: sandbox.id.clone(),
-            pattern,
-            path,
-            include,
-        }))
+        self.unary(
+            sandbox,
+            self.client(sandbox).grep(pb::GrepRequest {
+                sandbox_id: sandbox.id.clone(),
+                pattern,
+                path,
+                include,
+            }),
+        )
         .await
     }
 
@@ -246,7 +252,7 @@ impl Executor {
         timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<Cancellable<CommandOutput>, ExecutorError> {
-        let mut client = self.client()?;
+        let mut client = self.client(sandbox);
         let (tx, rx) = mpsc::channel(4);
         let start = pb::ExecRequest {
             msg: Some(pb::exec_request::Msg::Start(pb::ExecStart {
@@ -269,7 +275,8 @@ impl Executor {
             opened = tokio::time::timeout_at(deadline, client.exec(ReceiverStream::new(rx))) => opened,
         };
         let mut stream = match opened {
-            Ok(result) => result?.into_inner(),
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(self.failed(sandbox, status, false)),
             Err(_) => return Err(ExecutorError::Timeout),
         };
         let mut output = Vec::new();
@@ -291,11 +298,13 @@ impl Executor {
             };
             let message = match message {
                 Err(_) => return Err(ExecutorError::Timeout),
-                Ok(Err(status)) => return Err(status.into()),
+                Ok(Err(status)) => return Err(self.failed(sandbox, status, true)),
+                // The executor closed the stream without the terminal message it always sends
+                // for a live sandbox: it is going away with the command's outcome unknown.
                 Ok(Ok(None)) => {
-                    return Err(ExecutorError::Unreachable(
-                        "the exec stream ended without an exit status".into(),
-                    ));
+                    let ended =
+                        tonic::Status::unavailable("the exec stream ended without an exit status");
+                    return Err(self.failed(sandbox, ended, true));
                 }
                 Ok(Ok(Some(message))) => message,
             };

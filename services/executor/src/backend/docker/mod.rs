@@ -1,10 +1,11 @@
-//! The Docker backend: one hardened container per sandbox, processes via the Docker exec API.
+//! The Docker backend: one hardened container per sandbox, processes through the in-sandbox
+//! agent (or, for images without it, the Docker exec API).
 //!
 //! **Containers.** `cognition-<id>`, created from `COGNITION_SANDBOX_IMAGE` with every capability
 //! dropped, `no-new-privileges`, a read-only root filesystem, tmpfs `/tmp` (noexec) and `/home`,
 //! network mode `none` (or the configured network), memory (no swap), CPU and pids limits, a
-//! non-root user, `docker-init` as PID 1 (reaps orphans, so zombies do not eat the pids limit)
-//! and a `sleep` keep-alive. The workspace is the host folder `<sandbox_root>/<id>/workspace`
+//! non-root user, and `docker-init` as PID 1 (reaps orphans, so zombies do not eat the pids
+//! limit) running the image's agent (or a `sleep` keep-alive when there is none). The workspace is the host folder `<sandbox_root>/<id>/workspace`
 //! bind-mounted at `/workspace`: the executor and the engine share the host filesystem, so file
 //! operations are [`LocalFiles`] with the same jail and protected paths as the local backend.
 //!
@@ -16,35 +17,36 @@
 //! whose root label is this backend's sandbox root are seen (two executors on one engine, or
 //! tests running side by side, do not touch each other's sandboxes).
 //!
-//! **Processes.** The Docker exec API cannot signal a running exec, and the pid that
-//! `inspect_exec` reports is a host pid. So every exec runs a small `sh` wrapper that checks the
-//! program (typed spawn failures), reports its in-container pid on the first stderr line (a line
-//! the backend strips) and `exec`s the program: runc starts each exec in a new session, so that
-//! pid is also the process group id. Signals are a second exec, `kill -<sig> -<pgid>`, as the
-//! sandbox user. Exit codes come from `inspect_exec` once the output stream ends; Docker reports a
-//! signal death as `128 + n`, which is read as signal `n` only when the backend sent `n`.
+//! **Processes.** An image labelled `cognition.io/agent=<path>` (the one
+//! `compose/sandbox/build.sh` builds) runs that agent as the container's main process, listening
+//! on `/run/cognition/agent.sock` — the host folder `<sandbox_root>/<id>/agent`, bind-mounted —
+//! and the executor connects to the socket for every process ([`super::agent_client`]): about a
+//! millisecond per process, real process-group signals and PTYs. `create` returns once the agent
+//! answers. A sandbox whose agent is known skips the Docker API entirely on the exec path; an
+//! agent that stops answering sends the next spawn back to `inspect` for the real state. Images
+//! without the label (or `COGNITION_SANDBOX_AGENT=false`) use the Docker exec API instead
+//! ([`exec_api`]): ~50 ms per process and no PTY.
+
+mod exec_api;
+mod warm;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
-use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
 };
-use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
-use super::SandboxBackend;
+use cognition_sandbox_agent::protocol::SpawnRequest;
+
+use super::{SandboxBackend, agent_client};
 use crate::config::Config;
 use crate::error::Error;
 use crate::files::SandboxFiles;
@@ -52,8 +54,7 @@ use crate::files::local::LocalFiles;
 use crate::ids::SandboxId;
 use crate::paths::{Jail, Protected};
 use crate::process::{
-    ProcessExit, ProcessSpec, Signal, Signaller, SpawnError, SpawnFailed, SpawnFailure,
-    SpawnedProcess, validate,
+    ProcessSpec, SpawnError, SpawnFailed, SpawnFailure, SpawnedProcess, validate,
 };
 use crate::sandbox::{Labels, Resources, Sandbox, SandboxSpec, SandboxState, expiry};
 
@@ -70,30 +71,31 @@ const META_EXPIRES: &str = "executor.cognition.io/expires-at";
 const META_MEMORY: &str = "executor.cognition.io/memory-bytes";
 const META_CPU: &str = "executor.cognition.io/cpu-millis";
 const META_PIDS: &str = "executor.cognition.io/pids";
+/// The agent's path inside the container, when the sandbox runs one.
+const META_AGENT: &str = "executor.cognition.io/agent";
+/// Image label naming the agent binary inside the image.
+pub const IMAGE_AGENT_LABEL: &str = "cognition.io/agent";
+/// The agent's folder: `<sandbox_root>/<id>/agent` on the host, this path in the container.
+const AGENT_DIR: &str = "agent";
+const AGENT_MOUNT: &str = "/run/cognition";
+const AGENT_SOCKET: &str = "agent.sock";
+/// How long `create` waits for a new sandbox's agent to answer.
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// The base environment of processes started through the agent (the client's variables win).
+const AGENT_BASE_ENV: [(&str, &str); 3] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/home"),
+    ("LANG", "C.UTF-8"),
+];
 
 /// Where the workspace is mounted in the container (the processes' working directory).
 pub const WORKDIR: &str = "/workspace";
 const WORKSPACE_DIR: &str = "workspace";
 const EXPIRY_FILE: &str = "expires_at";
 const DELETING_PREFIX: &str = ".deleting-";
-/// Prefix of the wrapper's report line on stderr.
-const MARKER: &str = "@@cognition-exec@@ ";
-/// Bytes buffered per output pipe between the Docker stream and the engine.
-const PIPE_BUFFER: usize = 256 * 1024;
-
-/// The exec wrapper: `sh -c WRAPPER cognition-exec <argv…>`. Reports a missing or non-executable
-/// program, else its pid (= process group, runc starts execs in a new session), then execs it.
-const WRAPPER: &str = r#"p="$1"
-case "$p" in
-*/*)
-  if [ ! -e "$p" ]; then echo "@@cognition-exec@@ notfound" >&2; exit 127; fi
-  if [ -d "$p" ] || [ ! -x "$p" ]; then echo "@@cognition-exec@@ permission" >&2; exit 126; fi ;;
-*)
-  if ! command -v "$p" >/dev/null 2>&1; then echo "@@cognition-exec@@ notfound" >&2; exit 127; fi ;;
-esac
-echo "@@cognition-exec@@ pid $$" >&2
-exec "$@""#;
-
 /// Docker settings, from [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
@@ -106,6 +108,10 @@ pub struct DockerSettings {
     pub gid: u32,
     /// `unix:///…`, `tcp://…` or `http://…`; `None` = `DOCKER_HOST` or the local socket.
     pub host: Option<String>,
+    /// Use the image's agent when it has one.
+    pub use_agent: bool,
+    /// Started, unclaimed containers kept ready for new sandboxes.
+    pub warm_pool: u32,
 }
 
 impl DockerSettings {
@@ -120,6 +126,8 @@ impl DockerSettings {
             uid,
             gid,
             host: config.docker_host.clone(),
+            use_agent: config.sandbox_agent,
+            warm_pool: config.sandbox_warm_pool,
         }
     }
 
@@ -135,7 +143,16 @@ pub struct DockerBackend {
     settings: DockerSettings,
     protected: Protected,
     terminating: Mutex<HashSet<SandboxId>>,
-    create_lock: tokio::sync::Mutex<()>,
+    /// One create at a time per sandbox id (creates of different ids run in parallel).
+    create_locks: Mutex<HashMap<SandboxId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Image → the agent path its label names (`None`: no agent), looked up once per image.
+    image_agents: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Sandboxes known to run an agent: their spawns go straight to the socket.
+    with_agent: Mutex<HashSet<SandboxId>>,
+    /// The warm pool: started containers waiting for a sandbox to claim them.
+    warm: Mutex<warm::Pool>,
+    /// This backend, for the warm pool's background refills.
+    me: std::sync::OnceLock<std::sync::Weak<DockerBackend>>,
 }
 
 /// A Docker error with what we were doing.
@@ -177,7 +194,7 @@ impl DockerBackend {
         root: &Path,
         protected: Protected,
         settings: DockerSettings,
-    ) -> Result<Self, Error> {
+    ) -> Result<Arc<Self>, Error> {
         tokio::fs::create_dir_all(root)
             .await
             .map_err(|e| Error::io(format!("creating the sandbox root {}", root.display()), e))?;
@@ -191,12 +208,19 @@ impl DockerBackend {
             settings,
             protected,
             terminating: Mutex::new(HashSet::new()),
-            create_lock: tokio::sync::Mutex::new(()),
+            create_locks: Mutex::new(HashMap::new()),
+            image_agents: tokio::sync::Mutex::new(HashMap::new()),
+            with_agent: Mutex::new(HashSet::new()),
+            warm: Mutex::new(warm::Pool::default()),
+            me: std::sync::OnceLock::new(),
         };
         let adopted = backend.list(&Labels::new()).await?;
         for sandbox in &adopted {
             tracing::info!(sandbox_id = %sandbox.id, state = %sandbox.state, expires_at = %sandbox.expires_at, "re-adopted docker sandbox");
         }
+        let backend = Arc::new(backend);
+        let _ = backend.me.set(Arc::downgrade(&backend));
+        backend.adopt_warm().await?;
         Ok(backend)
     }
 
@@ -230,17 +254,18 @@ impl DockerBackend {
 
     /// The sandbox record from a container's labels and state; `None` when the container is not
     /// one of ours.
+    /// `name` is the container's name: a claimed warm container's record is its claim file.
     async fn record(
         &self,
         labels: &HashMap<String, String>,
         status: Option<&str>,
+        name: Option<&str>,
     ) -> Option<Sandbox> {
         if labels.get(LABEL_MANAGED).map(String::as_str) != Some("true")
             || labels.get(META_ROOT) != Some(&self.root_label())
         {
             return None;
         }
-        let id = SandboxId::parse(labels.get(LABEL_SANDBOX)?).ok()?;
         let time = |key: &str| {
             labels
                 .get(key)
@@ -248,8 +273,24 @@ impl DockerBackend {
                 .map(|t| t.with_timezone(&Utc))
         };
         let number = |key: &str| labels.get(key).and_then(|v| v.parse::<u64>().ok());
-        let created_at = time(META_CREATED).unwrap_or_else(Utc::now);
-        let mut expires_at = time(META_EXPIRES).unwrap_or(created_at);
+        let (id, user_labels, created_at, first_expiry) = if labels.contains_key(warm::META_WARM) {
+            let claim = self.read_claim(name?).await?;
+            (claim.id, claim.labels, claim.created_at, claim.expires_at)
+        } else {
+            let id = SandboxId::parse(labels.get(LABEL_SANDBOX)?).ok()?;
+            let user_labels: Labels = labels
+                .iter()
+                .filter(|(k, _)| {
+                    k.as_str() != LABEL_SANDBOX
+                        && k.as_str() != LABEL_MANAGED
+                        && !k.starts_with(META)
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let created_at = time(META_CREATED).unwrap_or_else(Utc::now);
+            (id, user_labels, created_at, time(META_EXPIRES).unwrap_or(created_at))
+        };
+        let mut expires_at = first_expiry;
         if let Some(renewed) = self.renewed(&id).await {
             expires_at = expires_at.max(renewed);
         }
@@ -262,13 +303,6 @@ impl DockerBackend {
         if lock(&self.terminating).contains(&id) {
             state = SandboxState::Terminating;
         }
-        let user_labels: Labels = labels
-            .iter()
-            .filter(|(k, _)| {
-                k.as_str() != LABEL_SANDBOX && k.as_str() != LABEL_MANAGED && !k.starts_with(META)
-            })
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         Some(Sandbox {
             id,
             state,
@@ -328,18 +362,54 @@ impl DockerBackend {
         }
     }
 
+    fn image_of(&self, spec: &SandboxSpec) -> String {
+        if spec.template.is_empty() {
+            self.settings.image.clone()
+        } else {
+            spec.template.clone()
+        }
+    }
+
+    /// The agent path the image's label names, when agents are enabled (cached per image).
+    async fn image_agent(&self, image: &str) -> Result<Option<String>, Error> {
+        if !self.settings.use_agent {
+            return Ok(None);
+        }
+        let mut cache = self.image_agents.lock().await;
+        if let Some(known) = cache.get(image) {
+            return Ok(known.clone());
+        }
+        let agent = match self.docker.inspect_image(image).await {
+            Ok(inspect) => inspect
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|l| l.get(IMAGE_AGENT_LABEL).cloned())
+                .filter(|p| p.starts_with('/')),
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(Error::Internal(format!(
+                    "docker: sandbox image {image} not found (is it built? see compose/sandbox/build.sh)"
+                )));
+            }
+            Err(e) => return Err(docker_error(format!("inspecting image {image}"), e)),
+        };
+        cache.insert(image.to_owned(), agent.clone());
+        Ok(agent)
+    }
+
+    /// The host path of a sandbox's agent socket.
+    fn agent_socket(&self, id: &SandboxId) -> PathBuf {
+        self.dir(id).join(AGENT_DIR).join(AGENT_SOCKET)
+    }
+
     fn container_body(
         &self,
         spec: &SandboxSpec,
         resources: Resources,
         workspace: &Path,
+        agent: Option<(&str, &Path)>,
     ) -> ContainerCreateBody {
         let s = &self.settings;
-        let image = if spec.template.is_empty() {
-            s.image.clone()
-        } else {
-            spec.template.clone()
-        };
+        let image = self.image_of(spec);
         let tmpfs = HashMap::from([
             (
                 "/tmp".to_owned(),
@@ -354,15 +424,29 @@ impl DockerBackend {
             ),
         ]);
         let memory = i64::try_from(resources.memory_bytes).unwrap_or(i64::MAX);
+        let mut labels = self.labels(spec, resources);
+        let mut binds = vec![format!("{}:{WORKDIR}:rw", workspace.display())];
+        let cmd = match agent {
+            Some((path, host_dir)) => {
+                labels.insert(META_AGENT.into(), path.to_owned());
+                binds.push(format!("{}:{AGENT_MOUNT}:rw", host_dir.display()));
+                vec![
+                    path.to_owned(),
+                    "--socket".into(),
+                    format!("{AGENT_MOUNT}/{AGENT_SOCKET}"),
+                ]
+            }
+            None => vec!["sleep".into(), "2147483647".into()],
+        };
         ContainerCreateBody {
             image: Some(image),
-            cmd: Some(vec!["sleep".into(), "2147483647".into()]),
+            cmd: Some(cmd),
             user: Some(s.user()),
             working_dir: Some(WORKDIR.into()),
             env: Some(vec!["HOME=/home".into(), "LANG=C.UTF-8".into()]),
-            labels: Some(self.labels(spec, resources)),
+            labels: Some(labels),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{}:{WORKDIR}:rw", workspace.display())]),
+                binds: Some(binds),
                 network_mode: Some(s.network.clone()),
                 cap_drop: Some(vec!["ALL".into()]),
                 security_opt: Some(vec!["no-new-privileges".into()]),
@@ -399,6 +483,201 @@ impl DockerBackend {
         .await
         .map_err(|e| Error::Internal(format!("preparing the workspace: {e}")))?
         .map_err(|e| Error::io(format!("preparing {}", workspace.display()), e))
+    }
+
+    /// The record and the raw labels of a sandbox's container.
+    async fn inspect(&self, id: &SandboxId) -> Result<(Sandbox, HashMap<String, String>), Error> {
+        let inspect = match self
+            .docker
+            .inspect_container(
+                &Self::container_name(id),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(i) => i,
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(Error::SandboxNotFound(id.clone()));
+            }
+            Err(e) => return Err(docker_error(format!("inspecting sandbox {id}"), e)),
+        };
+        let labels = inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let status = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.status)
+            .map(|s| s.to_string());
+        match self
+            .record(&labels, status.as_deref(), inspect.name.as_deref())
+            .await
+        {
+            Some(record) if &record.id == id => Ok((record, labels)),
+            _ => Err(Error::SandboxNotFound(id.clone())),
+        }
+    }
+
+    /// Waits for a new sandbox's agent to answer; a container that died instead is an error that
+    /// says how it ended.
+    async fn await_agent(&self, id: &SandboxId) -> Result<(), Error> {
+        let socket = self.agent_socket(id);
+        match agent_client::wait_ready(&socket, AGENT_READY_TIMEOUT).await {
+            Ok(version) => {
+                tracing::debug!(sandbox_id = %id, %version, "sandbox agent ready");
+                lock(&self.with_agent).insert(id.clone());
+                Ok(())
+            }
+            Err(e) => {
+                let state = self
+                    .docker
+                    .inspect_container(
+                        &Self::container_name(id),
+                        None::<bollard::query_parameters::InspectContainerOptions>,
+                    )
+                    .await
+                    .ok()
+                    .and_then(|i| i.state)
+                    .map(|s| {
+                        format!(
+                            "container {}, exit code {}",
+                            s.status.map(|s| s.to_string()).unwrap_or_default(),
+                            s.exit_code.unwrap_or_default()
+                        )
+                    })
+                    .unwrap_or_else(|| "container gone".into());
+                Err(Error::Internal(format!(
+                    "docker: the agent of sandbox {id} did not answer within {}s ({state}): {e}",
+                    AGENT_READY_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Starts a process through the sandbox's agent. An agent that does not answer means the
+    /// sandbox is gone or broken: the engine's view decides which error the client gets.
+    async fn spawn_with_agent(
+        &self,
+        id: &SandboxId,
+        spec: &ProcessSpec,
+        cwd: String,
+    ) -> Result<SpawnedProcess, SpawnError> {
+        let mut env: Vec<(String, String)> = AGENT_BASE_ENV
+            .iter()
+            .filter(|(k, _)| !spec.env.contains_key(*k))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let request = SpawnRequest {
+            argv: spec.argv.clone(),
+            env,
+            cwd,
+            stdin_pipe: spec.stdin_pipe,
+            pty: spec.pty.and_then(|p| p.to_window()),
+        };
+        match agent_client::spawn(&self.agent_socket(id), request).await {
+            Ok(result) => result,
+            Err(e) => {
+                lock(&self.with_agent).remove(id);
+                let record = self.get(id).await?;
+                if !record.state.accepts_execs() {
+                    return Err(Error::SandboxNotReady {
+                        id: id.clone(),
+                        state: record.state,
+                    }
+                    .into());
+                }
+                Err(Error::SandboxNotReady {
+                    id: id.clone(),
+                    state: SandboxState::Failed,
+                }
+                .into())
+                .inspect_err(|_: &SpawnError| {
+                    tracing::warn!(sandbox_id = %id, error = %e, "the sandbox agent is not answering");
+                })
+            }
+        }
+    }
+
+    /// Creates the sandbox (the caller holds the id's create lock): claims a warm container when
+    /// it can, else starts one.
+    async fn create_locked(&self, spec: SandboxSpec) -> Result<Sandbox, Error> {
+        match self.get(&spec.id).await {
+            Ok(existing) => {
+                return match existing.state {
+                    SandboxState::Terminating | SandboxState::Terminated | SandboxState::Failed => {
+                        Err(Error::SandboxNotReady {
+                            id: existing.id,
+                            state: existing.state,
+                        })
+                    }
+                    _ => Ok(existing),
+                };
+            }
+            Err(Error::SandboxNotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(me) = self.me.get().and_then(std::sync::Weak::upgrade)
+            && let Some(sandbox) = me.claim_warm(&spec).await
+        {
+            return Ok(sandbox);
+        }
+        let id = spec.id.clone();
+        let name = Self::container_name(&id);
+        let workspace = self.dir(&id).join(WORKSPACE_DIR);
+        let resources = self.effective(spec.resources);
+        let image = self.image_of(&spec);
+        let agent = self.image_agent(&image).await?;
+        tracing::info!(sandbox_id = %id, %image, agent = agent.is_some(), "creating docker sandbox");
+        let created: Result<(), Error> = async {
+            self.make_workspace(&workspace).await?;
+            let workspace = tokio::fs::canonicalize(&workspace)
+                .await
+                .map_err(|e| Error::io(format!("resolving {}", workspace.display()), e))?;
+            let agent_dir = self.dir(&id).join(AGENT_DIR);
+            if agent.is_some() {
+                // The agent (the sandbox user) creates its socket here.
+                self.make_workspace(&agent_dir).await?;
+            }
+            let body = self.container_body(
+                &spec,
+                resources,
+                &workspace,
+                agent.as_deref().map(|a| (a, agent_dir.as_path())),
+            );
+            let options = CreateContainerOptionsBuilder::new().name(&name).build();
+            self.docker
+                .create_container(Some(options), body)
+                .await
+                .map_err(|e| {
+                    let hint = if status_code(&e) == Some(404) {
+                        " (is the sandbox image built? see compose/sandbox/build.sh)"
+                    } else {
+                        ""
+                    };
+                    docker_error(format!("creating the container of {id}{hint}"), e)
+                })?;
+            self.docker
+                .start_container(
+                    &name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|e| docker_error(format!("starting the container of {id}"), e))?;
+            if agent.is_some() {
+                self.await_agent(&id).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = created {
+            let _ = self.remove_container(&id).await;
+            let _ = self.remove_dir(&id).await;
+            return Err(e);
+        }
+        self.get(&id).await
     }
 
     async fn remove_container(&self, id: &SandboxId) -> Result<(), Error> {
@@ -444,99 +723,30 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, Error> {
-        let _guard = self.create_lock.lock().await;
-        match self.get(&spec.id).await {
-            Ok(existing) => {
-                return match existing.state {
-                    SandboxState::Terminating | SandboxState::Terminated | SandboxState::Failed => {
-                        Err(Error::SandboxNotReady {
-                            id: existing.id,
-                            state: existing.state,
-                        })
-                    }
-                    _ => Ok(existing),
-                };
-            }
-            Err(Error::SandboxNotFound(_)) => {}
-            Err(e) => return Err(e),
-        }
         let id = spec.id.clone();
-        let name = Self::container_name(&id);
-        let workspace = self.dir(&id).join(WORKSPACE_DIR);
-        let resources = self.effective(spec.resources);
-        tracing::info!(sandbox_id = %id, image = %self.settings.image, "creating docker sandbox");
-        let created: Result<(), Error> = async {
-            self.make_workspace(&workspace).await?;
-            let workspace = tokio::fs::canonicalize(&workspace)
-                .await
-                .map_err(|e| Error::io(format!("resolving {}", workspace.display()), e))?;
-            let body = self.container_body(&spec, resources, &workspace);
-            let options = CreateContainerOptionsBuilder::new().name(&name).build();
-            self.docker
-                .create_container(Some(options), body)
-                .await
-                .map_err(|e| {
-                    let hint = if status_code(&e) == Some(404) {
-                        " (is the sandbox image built? see compose/sandbox/build.sh)"
-                    } else {
-                        ""
-                    };
-                    docker_error(format!("creating the container of {id}{hint}"), e)
-                })?;
-            self.docker
-                .start_container(
-                    &name,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-                .map_err(|e| docker_error(format!("starting the container of {id}"), e))
-        }
-        .await;
-        if let Err(e) = created {
-            let _ = self.remove_container(&id).await;
-            let _ = self.remove_dir(&id).await;
-            return Err(e);
-        }
-        self.get(&id).await
-    }
-
-    async fn get(&self, id: &SandboxId) -> Result<Sandbox, Error> {
-        let inspect = match self
-            .docker
-            .inspect_container(
-                &Self::container_name(id),
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-        {
-            Ok(i) => i,
-            Err(e) if status_code(&e) == Some(404) => {
-                return Err(Error::SandboxNotFound(id.clone()));
-            }
-            Err(e) => return Err(docker_error(format!("inspecting sandbox {id}"), e)),
+        let id_lock = lock(&self.create_locks).entry(id.clone()).or_default().clone();
+        let result = {
+            let _guard = id_lock.lock().await;
+            self.create_locked(spec).await
         };
-        let labels = inspect
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        let status = inspect
-            .state
-            .as_ref()
-            .and_then(|s| s.status)
-            .map(|s| s.to_string());
-        match self.record(&labels, status.as_deref()).await {
-            Some(record) if &record.id == id => Ok(record),
-            _ => Err(Error::SandboxNotFound(id.clone())),
+        let mut locks = lock(&self.create_locks);
+        // Forget the lock unless another create of this id holds or awaits it.
+        if Arc::strong_count(&id_lock) == 2 {
+            locks.remove(&id);
         }
+        result
+    }
+    async fn get(&self, id: &SandboxId) -> Result<Sandbox, Error> {
+        self.inspect(id).await.map(|(record, _)| record)
     }
 
     async fn list(&self, selector: &Labels) -> Result<Vec<Sandbox>, Error> {
-        let mut label_filters = vec![
+        // The selector is applied to the records, not by the engine: a claimed warm container's
+        // labels live in its claim file.
+        let label_filters = vec![
             format!("{LABEL_MANAGED}=true"),
             format!("{META_ROOT}={}", self.root_label()),
         ];
-        label_filters.extend(selector.iter().map(|(k, v)| format!("{k}={v}")));
         let filters = HashMap::from([("label".to_owned(), label_filters)]);
         let options = ListContainersOptionsBuilder::new()
             .all(true)
@@ -551,7 +761,8 @@ impl SandboxBackend for DockerBackend {
         for c in containers {
             let labels = c.labels.unwrap_or_default();
             let status = c.state.map(|s| s.to_string());
-            if let Some(record) = self.record(&labels, status.as_deref()).await
+            let name = c.names.as_ref().and_then(|n| n.first()).map(String::as_str);
+            if let Some(record) = self.record(&labels, status.as_deref(), name).await
                 && crate::sandbox::matches_selector(&record.labels, selector)
             {
                 out.push(record);
@@ -586,6 +797,7 @@ impl SandboxBackend for DockerBackend {
         if !lock(&self.terminating).insert(id.clone()) {
             return Ok(()); // another delete is at work
         }
+        lock(&self.with_agent).remove(id);
         let result = async {
             self.remove_container(id).await?;
             self.remove_dir(id).await
@@ -600,15 +812,22 @@ impl SandboxBackend for DockerBackend {
         id: &SandboxId,
         spec: &ProcessSpec,
     ) -> Result<SpawnedProcess, SpawnError> {
-        let record = self.get(id).await?;
-        if !record.state.accepts_execs() {
-            return Err(Error::SandboxNotReady {
-                id: id.clone(),
-                state: record.state,
-            }
-            .into());
-        }
         validate(spec)?;
+        let known = lock(&self.with_agent).contains(id) && !lock(&self.terminating).contains(id);
+        if !known {
+            // Unknown here (first use after a restart, or no agent): ask the engine.
+            let (record, labels) = self.inspect(id).await?;
+            if !record.state.accepts_execs() {
+                return Err(Error::SandboxNotReady {
+                    id: id.clone(),
+                    state: record.state,
+                }
+                .into());
+            }
+            if self.settings.use_agent && labels.contains_key(META_AGENT) {
+                lock(&self.with_agent).insert(id.clone());
+            }
+        }
         let bad_cwd = |m: String| SpawnError::Failed(SpawnFailed::new(SpawnFailure::BadCwd, m));
         let jail = self.jail(id)?;
         let cwd = jail
@@ -624,180 +843,23 @@ impl SandboxBackend for DockerBackend {
         } else {
             format!("{WORKDIR}/{}", cwd.real.as_str())
         };
-        let mut cmd = vec![
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            WRAPPER.to_owned(),
-            "cognition-exec".to_owned(),
-        ];
-        cmd.extend(spec.argv.iter().cloned());
+        if lock(&self.with_agent).contains(id) {
+            return self.spawn_with_agent(id, spec, container_cwd).await;
+        }
         let container = Self::container_name(id);
-        let user = self.settings.user();
-        let created = self
-            .docker
-            .create_exec(
-                &container,
-                CreateExecOptions {
-                    attach_stdin: Some(spec.stdin_pipe),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-                    cmd: Some(cmd),
-                    user: Some(user.clone()),
-                    working_dir: Some(container_cwd),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| match status_code(&e) {
-                Some(404) => Error::SandboxNotFound(id.clone()),
-                Some(409) => Error::SandboxNotReady {
-                    id: id.clone(),
-                    state: SandboxState::Failed,
-                },
-                _ => docker_error(format!("creating an exec in {id}"), e),
-            })?;
-        let exec_id = created.id;
-        let started = self
-            .docker
-            .start_exec(
-                &exec_id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(64 * 1024),
-                }),
-            )
-            .await
-            .map_err(|e| docker_error(format!("starting an exec in {id}"), e))?;
-        let StartExecResults::Attached { mut output, input } = started else {
-            return Err(Error::Internal("docker started the exec detached".into()).into());
-        };
+        exec_api::spawn(
+            &self.docker,
+            id,
+            &container,
+            &self.settings.user(),
+            spec,
+            container_cwd,
+        )
+        .await
+    }
 
-        // The wrapper's report: the first stderr line.
-        let mut early_out: Vec<Bytes> = Vec::new();
-        let mut err_buf = BytesMut::new();
-        let header = loop {
-            match output.next().await {
-                Some(Ok(LogOutput::StdErr { message })) => {
-                    err_buf.extend_from_slice(&message);
-                    if let Some(pos) = err_buf.iter().position(|b| *b == b'\n') {
-                        let line = err_buf.split_to(pos + 1);
-                        break Some(String::from_utf8_lossy(&line[..pos]).into_owned());
-                    }
-                }
-                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    early_out.push(message);
-                }
-                Some(Ok(LogOutput::StdIn { .. })) => {}
-                Some(Err(e)) => {
-                    return Err(docker_error(format!("reading an exec in {id}"), e).into());
-                }
-                None => break None,
-            }
-        };
-        let report = header.as_deref().and_then(|h| h.strip_prefix(MARKER));
-        let pid = match report {
-            Some("notfound") => {
-                return Err(SpawnFailed::new(
-                    SpawnFailure::NotFound,
-                    format!("{}: command not found", spec.argv[0]),
-                )
-                .into());
-            }
-            Some("permission") => {
-                return Err(SpawnFailed::new(
-                    SpawnFailure::PermissionDenied,
-                    format!("{}: permission denied (not executable?)", spec.argv[0]),
-                )
-                .into());
-            }
-            Some(r) => r
-                .strip_prefix("pid ")
-                .and_then(|p| p.trim().parse::<u32>().ok()),
-            None => None,
-        };
-        let Some(pid) = pid else {
-            let mut text = String::new();
-            for chunk in &early_out {
-                text.push_str(&String::from_utf8_lossy(chunk));
-            }
-            if let Some(h) = &header {
-                text.push_str(h);
-            }
-            text.push_str(&String::from_utf8_lossy(&err_buf));
-            return Err(SpawnFailed::new(
-                SpawnFailure::Other,
-                format!("the exec did not start: {}", text.trim()),
-            )
-            .into());
-        };
-
-        let (stdout_w, stdout_r) = tokio::io::duplex(PIPE_BUFFER);
-        let (stderr_w, stderr_r) = tokio::io::duplex(PIPE_BUFFER);
-        let finished = Arc::new(AtomicBool::new(false));
-        let last_signal = Arc::new(AtomicI32::new(0));
-        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-        let docker = self.docker.clone();
-        let pump_finished = finished.clone();
-        let pump_signal = last_signal.clone();
-        let pump_exec = exec_id.clone();
-        let leftover = err_buf.freeze();
-        tokio::spawn(async move {
-            let mut out = Some(stdout_w);
-            let mut err = Some(stderr_w);
-            for chunk in early_out {
-                write_or_close(&mut out, &chunk).await;
-            }
-            if !leftover.is_empty() {
-                write_or_close(&mut err, &leftover).await;
-            }
-            while let Some(item) = output.next().await {
-                match item {
-                    Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
-                        write_or_close(&mut out, &message).await;
-                    }
-                    Ok(LogOutput::StdErr { message }) => write_or_close(&mut err, &message).await,
-                    Ok(LogOutput::StdIn { .. }) => {}
-                    Err(e) => {
-                        tracing::debug!(exec = %pump_exec, error = %e, "docker exec stream ended with an error");
-                        break;
-                    }
-                }
-            }
-            drop(out);
-            drop(err);
-            let exit = exit_status(&docker, &pump_exec, pump_signal.load(Ordering::Acquire)).await;
-            pump_finished.store(true, Ordering::Release);
-            let _ = exit_tx.send(exit);
-        });
-        let signaller = Arc::new(DockerSignaller {
-            docker: self.docker.clone(),
-            container,
-            user,
-            pid,
-            finished,
-            last_signal,
-            runtime: tokio::runtime::Handle::current(),
-        });
-        let stdin = if spec.stdin_pipe {
-            Some(input as crate::process::Writer)
-        } else {
-            None
-        };
-        Ok(SpawnedProcess {
-            pid,
-            stdin,
-            stdout: Box::pin(stdout_r),
-            stderr: Box::pin(stderr_r),
-            exit: Box::pin(async move {
-                exit_rx
-                    .await
-                    .map_err(|_| io::Error::other("the docker exec task ended without a status"))?
-            }),
-            signaller,
-        })
+    async fn shutdown(&self) {
+        self.drain_warm().await;
     }
 
     async fn files(&self, id: &SandboxId) -> Result<Arc<dyn SandboxFiles>, Error> {
@@ -810,131 +872,5 @@ impl SandboxBackend for DockerBackend {
         }
         let jail = Arc::new(self.jail(id)?);
         Ok(Arc::new(LocalFiles::new(jail)) as Arc<dyn SandboxFiles>)
-    }
-}
-
-/// Writes to a pipe; once the reader is gone, stops writing (and keeps draining the stream).
-async fn write_or_close(pipe: &mut Option<tokio::io::DuplexStream>, bytes: &[u8]) {
-    if let Some(w) = pipe
-        && w.write_all(bytes).await.is_err()
-    {
-        *pipe = None;
-    }
-}
-
-/// The exit status of a finished exec: polls `inspect_exec` until it stops running. A code of
-/// `128 + n` after the backend sent signal `n` is that signal; a vanished container (deleted
-/// sandbox) is a SIGKILL.
-async fn exit_status(docker: &Docker, exec_id: &str, sent: i32) -> io::Result<ProcessExit> {
-    let mut delay = Duration::from_millis(1);
-    for _ in 0..200 {
-        match docker.inspect_exec(exec_id).await {
-            Ok(inspect) if inspect.running != Some(true) => {
-                let code = inspect.exit_code.unwrap_or(-1) as i32;
-                let sent_now = sent;
-                return Ok(if sent_now > 0 && code == 128 + sent_now {
-                    ProcessExit::Signal(sent_now)
-                } else if code == 137 {
-                    // SIGKILL from the kernel (OOM, pids) or the sandbox going away.
-                    ProcessExit::Signal(9)
-                } else {
-                    ProcessExit::Code(code)
-                });
-            }
-            Ok(_) => {}
-            Err(e) if status_code(&e) == Some(404) => return Ok(ProcessExit::Signal(9)),
-            Err(e) => return Err(io::Error::other(format!("docker: inspecting an exec: {e}"))),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
-    }
-    Err(io::Error::other(
-        "docker: the exec's output ended but it kept running",
-    ))
-}
-
-/// Attempts to start the `kill` exec of a signal.
-const KILL_ATTEMPTS: u32 = 10;
-
-/// Runs `cmd` detached in `container` as `user`.
-async fn run_detached(
-    docker: &Docker,
-    container: &str,
-    user: &str,
-    cmd: Vec<String>,
-) -> Result<(), bollard::errors::Error> {
-    let created = docker
-        .create_exec(
-            container,
-            CreateExecOptions {
-                cmd: Some(cmd),
-                user: Some(user.to_owned()),
-                attach_stdout: Some(false),
-                attach_stderr: Some(false),
-                ..Default::default()
-            },
-        )
-        .await?;
-    docker
-        .start_exec(
-            &created.id,
-            Some(StartExecOptions {
-                detach: true,
-                ..Default::default()
-            }),
-        )
-        .await
-        .map(|_| ())
-}
-
-/// Signals an exec's process group by running `kill` in the container (the Docker exec API has
-/// no signal call). Delivery is asynchronous: the call returns once the kill is on its way.
-struct DockerSignaller {
-    docker: Docker,
-    container: String,
-    user: String,
-    pid: u32,
-    finished: Arc<AtomicBool>,
-    last_signal: Arc<AtomicI32>,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Signaller for DockerSignaller {
-    fn signal(&self, signal: Signal, leader_only: bool) -> io::Result<()> {
-        if self.finished.load(Ordering::Acquire) {
-            return Ok(()); // the pid may belong to someone else by now
-        }
-        let number = signal.to_nix() as i32;
-        self.last_signal.store(number, Ordering::Release);
-        let target = if leader_only {
-            self.pid.to_string()
-        } else {
-            format!("-{}", self.pid)
-        };
-        let cmd = vec!["kill".to_owned(), format!("-{number}"), target];
-        let docker = self.docker.clone();
-        let container = self.container.clone();
-        let user = self.user.clone();
-        let finished = self.finished.clone();
-        self.runtime.spawn(async move {
-            // A sandbox at its pids limit (a fork bomb) can refuse the kill exec: retry a while.
-            let mut delay = Duration::from_millis(20);
-            for attempt in 1..=KILL_ATTEMPTS {
-                if finished.load(Ordering::Acquire) {
-                    return;
-                }
-                match run_detached(&docker, &container, &user, cmd.clone()).await {
-                    Ok(()) => return,
-                    Err(e) if matches!(status_code(&e), Some(404 | 409)) => return, // gone
-                    Err(e) => {
-                        tracing::debug!(container = %container, attempt, error = %e, "signalling a docker exec");
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(500));
-            }
-            tracing::warn!(container = %container, "could not deliver a signal to a docker exec");
-        });
-        Ok(())
     }
 }
