@@ -73,8 +73,7 @@ async fn wait_for_pool(t: &DockerTest, size: usize) {
 
 #[tokio::test]
 async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
-    let Some(mut t) = DockerTest::start_with("warm_pool", |c| c.sandbox_warm_pool = 2).await
-    else {
+    let Some(mut t) = DockerTest::start_with("warm_pool", |c| c.sandbox_warm_pool = 2).await else {
         return;
     };
     wait_for_pool(&t, 2).await;
@@ -94,7 +93,10 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
         .await;
     assert_eq!(sb.id, "claimed-1");
     assert_eq!(sb.state, pb::SandboxState::Ready as i32);
-    assert_eq!(sb.labels.get("cognition.io/user").map(String::as_str), Some("alice"));
+    assert_eq!(
+        sb.labels.get("cognition.io/user").map(String::as_str),
+        Some("alice")
+    );
     let warm_now = warm_containers(&t).await;
     assert!(
         warm_now.contains(&"cognition-claimed-1".to_owned()),
@@ -102,7 +104,10 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
     );
     let still_warm = unclaimed(&t).await;
     assert_eq!(
-        pool_before.iter().filter(|n| !still_warm.contains(n)).count(),
+        pool_before
+            .iter()
+            .filter(|n| !still_warm.contains(n))
+            .count(),
         1,
         "exactly one of the ready containers was taken: before {pool_before:?}, now {still_warm:?}"
     );
@@ -178,7 +183,11 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
         })
         .await;
     assert_eq!(cold.id, "cold-1");
-    assert!(!warm_containers(&t).await.contains(&"cognition-cold-1".to_owned()));
+    assert!(
+        !warm_containers(&t)
+            .await
+            .contains(&"cognition-cold-1".to_owned())
+    );
     assert_eq!(unclaimed(&t).await.len(), 2);
 
     // Another executor on the root re-adopts the claimed sandbox (its record is the claim) and
@@ -211,7 +220,10 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
     // Its graceful stop removes the pool it adopted; the first executor refills on its next
     // claim (it keeps its own sandbox records, which live in the engine).
     second.stop().await;
-    assert!(unclaimed(&t).await.is_empty(), "a graceful stop removes the ready pool");
+    assert!(
+        unclaimed(&t).await.is_empty(),
+        "a graceful stop removes the ready pool"
+    );
 
     // Deleting the claimed sandbox removes its container; a graceful stop removes the pool.
     client_of(&t)
@@ -220,7 +232,11 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
         })
         .await
         .expect("delete");
-    assert!(!warm_containers(&t).await.contains(&"cognition-claimed-1".to_owned()));
+    assert!(
+        !warm_containers(&t)
+            .await
+            .contains(&"cognition-claimed-1".to_owned())
+    );
     client_of(&t)
         .delete_sandbox(pb::DeleteSandboxRequest {
             sandbox_id: "cold-1".into(),

@@ -288,7 +288,12 @@ impl DockerBackend {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             let created_at = time(META_CREATED).unwrap_or_else(Utc::now);
-            (id, user_labels, created_at, time(META_EXPIRES).unwrap_or(created_at))
+            (
+                id,
+                user_labels,
+                created_at,
+                time(META_EXPIRES).unwrap_or(created_at),
+            )
         };
         let mut expires_at = first_expiry;
         if let Some(renewed) = self.renewed(&id).await {
@@ -724,7 +729,10 @@ impl SandboxBackend for DockerBackend {
 
     async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, Error> {
         let id = spec.id.clone();
-        let id_lock = lock(&self.create_locks).entry(id.clone()).or_default().clone();
+        let id_lock = lock(&self.create_locks)
+            .entry(id.clone())
+            .or_default()
+            .clone();
         let result = {
             let _guard = id_lock.lock().await;
             self.create_locked(spec).await

@@ -122,9 +122,11 @@ impl DockerBackend {
                 .as_ref()
                 .is_some_and(|l| l.contains_key(super::META_AGENT));
             let socket_ok = !agent
-                || super::agent_client::ping(&self.warm_dir(&key).join(AGENT_DIR).join(AGENT_SOCKET))
-                    .await
-                    .is_ok();
+                || super::agent_client::ping(
+                    &self.warm_dir(&key).join(AGENT_DIR).join(AGENT_SOCKET),
+                )
+                .await
+                .is_ok();
             if running && socket_ok && self.warm_dir(&key).is_dir() {
                 tracing::info!(%key, "re-adopted a warm container");
                 lock(&self.warm).ready.push_back((key, agent));
@@ -178,7 +180,10 @@ impl DockerBackend {
 
     /// Starts one warm container and waits for its agent.
     async fn start_warm(&self) -> Result<(String, bool), Error> {
-        let key = format!("{WARM_PREFIX}{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
+        let key = format!(
+            "{WARM_PREFIX}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..16]
+        );
         let dir = self.warm_dir(&key);
         let result = async {
             let workspace = dir.join(WORKSPACE_DIR);
@@ -289,10 +294,7 @@ impl DockerBackend {
                 .await
                 .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
             if tokio::fs::symlink_metadata(&dir).await.is_ok() {
-                return Err(Error::Internal(format!(
-                    "{} already exists",
-                    dir.display()
-                )));
+                return Err(Error::Internal(format!("{} already exists", dir.display())));
             }
             tokio::fs::rename(&warm_dir, &dir)
                 .await
@@ -310,7 +312,9 @@ impl DockerBackend {
             tracing::warn!(sandbox_id = %spec.id, %key, error = %e, "claiming a warm container failed; starting cold");
             // Undo what can be undone; the container goes either way.
             if tokio::fs::symlink_metadata(&warm_dir).await.is_err()
-                && tokio::fs::symlink_metadata(dir.join(CLAIM_FILE)).await.is_ok()
+                && tokio::fs::symlink_metadata(dir.join(CLAIM_FILE))
+                    .await
+                    .is_ok()
             {
                 let _ = tokio::fs::rename(&dir, &warm_dir).await;
             }
