@@ -173,9 +173,15 @@ impl Engine {
 
     /// Starts an exec, or finds the one already started with the same id and spec. Returns the
     /// exec and whether it already existed (the caller then attaches). Program failures are in
-    /// the exec's terminal state, not errors.
-    pub async fn start_exec(&self, req: StartExec) -> Result<(Arc<Exec>, bool), Error> {
+    /// the exec's terminal state, not errors. `access` vets the caller on the sandbox record
+    /// fetched here anyway (the tenancy check of `grpc::tenancy`).
+    pub async fn start_exec(
+        &self,
+        req: StartExec,
+        access: impl Fn(&Sandbox) -> Result<(), Error> + Send,
+    ) -> Result<(Arc<Exec>, bool), Error> {
         let sandbox = self.backend.get(&req.sandbox_id).await?;
+        access(&sandbox)?;
         if !sandbox.state.accepts_execs() {
             return Err(Error::SandboxNotReady {
                 id: sandbox.id,
@@ -212,8 +218,14 @@ impl Engine {
                     drain: self.config.drain(),
                     disconnect_grace: self.config.disconnect_grace(),
                 };
-                let span =
-                    tracing::info_span!("exec", sandbox_id = %req.sandbox_id, exec_id = %exec_id);
+                let span = tracing::info_span!(
+                    "exec",
+                    sandbox_id = %req.sandbox_id,
+                    exec_id = %exec_id,
+                    exit_code = tracing::field::Empty,
+                    signal = tracing::field::Empty,
+                    outcome = tracing::field::Empty,
+                );
                 let supervisor =
                     crate::exec::supervisor::supervise(exec.clone(), process, settings);
                 let (backend, finished, running) = (
@@ -226,6 +238,7 @@ impl Engine {
                         supervisor.await;
                         if let Some(terminal) = finished.snapshot().terminal {
                             metrics::exec_finished(backend, &terminal);
+                            record_exit(&tracing::Span::current(), &terminal);
                         }
                         drop(running);
                     }
@@ -283,13 +296,16 @@ impl Engine {
     // ---- files ----------------------------------------------------------------------------
 
     /// File operations of a sandbox. `write_path`, when given, is checked against the
-    /// protected paths here too (for every backend) before the backend sees it.
+    /// protected paths here too (for every backend) before the backend sees it. `access` as for
+    /// [`Engine::start_exec`].
     pub async fn files(
         &self,
         id: &SandboxId,
         write_path: Option<&str>,
+        access: impl Fn(&Sandbox) -> Result<(), Error> + Send,
     ) -> Result<Arc<dyn SandboxFiles>, Error> {
         let sandbox = self.backend.get(id).await?;
+        access(&sandbox)?;
         if !sandbox.state.accepts_execs() {
             return Err(Error::SandboxNotReady {
                 id: sandbox.id,
@@ -396,5 +412,22 @@ async fn wait_all(execs: &[Arc<Exec>], limit: Duration) {
     let all = futures::future::join_all(execs.iter().map(|e| e.wait()));
     if tokio::time::timeout(limit, all).await.is_err() {
         tracing::warn!("some execs did not finish in time after being killed");
+    }
+}
+
+/// Puts how an exec ended on its `exec` span: `outcome` (as in the metrics), and `exit_code` or
+/// `signal` when the status was collected.
+fn record_exit(span: &tracing::Span, terminal: &crate::exec::Terminal) {
+    span.record("outcome", metrics::outcome(terminal));
+    if let crate::exec::Terminal::Exited(exited) = terminal {
+        match exited.exit {
+            Some(crate::process::ProcessExit::Code(code)) => {
+                span.record("exit_code", code);
+            }
+            Some(crate::process::ProcessExit::Signal(signal)) => {
+                span.record("signal", signal);
+            }
+            None => {}
+        }
     }
 }

@@ -26,6 +26,9 @@ pub enum Error {
     },
     #[error("exec {0} already exists with a different spec; choose another exec id")]
     ExecConflict(ExecId),
+    /// The caller's scope does not cover the sandbox (see `grpc::tenancy`).
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("sandbox {sandbox_id} already runs {limit} execs (the per-sandbox limit)")]
     TooManyExecs { sandbox_id: SandboxId, limit: usize },
     #[error(transparent)]
@@ -68,6 +71,7 @@ impl Error {
             Error::ExecConflict(id) => {
                 ApiError::new(Code::Conflict, msg).with_detail("exec_id", id.as_str())
             }
+            Error::PermissionDenied(_) => ApiError::new(Code::PermissionDenied, msg),
             Error::TooManyExecs { limit, .. } => {
                 ApiError::new(Code::RateLimited, msg).with_detail("limit", *limit as u64)
             }
@@ -129,6 +133,9 @@ mod tests {
         }
         .into_status();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        let s = Error::PermissionDenied("sandbox s1 belongs to another scope".into()).into_status();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied);
+        assert_eq!(s.message(), "sandbox s1 belongs to another scope");
         let s = Error::ExecConflict(ExecId::parse("e").unwrap()).into_status();
         assert_eq!(s.code(), tonic::Code::AlreadyExists);
         let s = Error::Internal("secret detail".into()).into_status();

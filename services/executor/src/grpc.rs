@@ -1,8 +1,9 @@
-//! The tonic adapter of `cognition.executor.v1.ExecutorService`: validate, convert, delegate to
-//! the [`Engine`], map the error.
+//! The tonic adapter of `cognition.executor.v1.ExecutorService`: validate, convert, check the
+//! caller's scope against the sandbox ([`tenancy`]), delegate to the [`Engine`], map the error.
 
 pub mod convert;
 mod exec_stream;
+pub mod tenancy;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,8 +19,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::files::{DOWNLOAD_CHUNK, Edit, GrepQuery};
+use crate::ids::SandboxId;
 
 pub use exec_stream::ExecResponseStream;
+pub use tenancy::Tenant;
 
 /// The gRPC service.
 #[derive(Debug, Clone)]
@@ -32,6 +35,20 @@ impl GrpcService {
     pub fn new(engine: Arc<Engine>, shutdown: CancellationToken) -> Self {
         Self { engine, shutdown }
     }
+
+    /// `PERMISSION_DENIED` unless `tenant` may use sandbox `id` (`NOT_FOUND` when it does not
+    /// exist). Costs one backend lookup, skipped for unscoped callers.
+    async fn authorize(&self, tenant: &Tenant, id: &SandboxId) -> Result<(), Error> {
+        if tenant.is_unscoped() {
+            return Ok(());
+        }
+        tenant.check(&self.engine.get_sandbox(id).await?)
+    }
+}
+
+/// The caller's scope, read from the request metadata.
+fn tenant<T>(request: &Request<T>) -> Result<Tenant, Error> {
+    Tenant::from_metadata(request.metadata())
 }
 
 type Res<T> = Result<Response<T>, Status>;
@@ -49,8 +66,12 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::CreateSandboxRequest>,
     ) -> Res<pb::CreateSandboxResponse> {
-        let spec = convert::create_sandbox(request.into_inner(), |ttl| self.engine.ttl(ttl))?;
+        let tenant = tenant(&request)?;
+        let mut spec = convert::create_sandbox(request.into_inner(), |ttl| self.engine.ttl(ttl))?;
+        tenant.stamp(&mut spec.labels)?;
         let sandbox = self.engine.create_sandbox(spec).await?;
+        // Create is idempotent by id: an existing sandbox of another tenant is not handed out.
+        tenant.check(&sandbox)?;
         ok(pb::CreateSandboxResponse {
             sandbox: Some(convert::sandbox(sandbox)),
         })
@@ -60,8 +81,10 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::GetSandboxRequest>,
     ) -> Res<pb::GetSandboxResponse> {
+        let tenant = tenant(&request)?;
         let id = convert::sandbox_id(&request.into_inner().sandbox_id)?;
         let sandbox = self.engine.get_sandbox(&id).await?;
+        tenant.check(&sandbox)?;
         ok(pb::GetSandboxResponse {
             sandbox: Some(convert::sandbox(sandbox)),
         })
@@ -71,8 +94,12 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::ListSandboxesRequest>,
     ) -> Res<pb::ListSandboxesResponse> {
+        let tenant = tenant(&request)?;
         let selector = request.into_inner().label_selector.into_iter().collect();
-        let sandboxes = self.engine.list_sandboxes(&selector).await?;
+        let sandboxes = match tenant.narrow(selector) {
+            Some(selector) => self.engine.list_sandboxes(&selector).await?,
+            None => Vec::new(),
+        };
         ok(pb::ListSandboxesResponse {
             sandboxes: sandboxes.into_iter().map(convert::sandbox).collect(),
         })
@@ -82,8 +109,10 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::RenewSandboxRequest>,
     ) -> Res<pb::RenewSandboxResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
+        self.authorize(&tenant, &id).await?;
         let sandbox = self
             .engine
             .renew_sandbox(&id, convert::renew_ttl(req.ttl_seconds))
@@ -97,7 +126,9 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::DeleteSandboxRequest>,
     ) -> Res<pb::DeleteSandboxResponse> {
+        let tenant = tenant(&request)?;
         let id = convert::sandbox_id(&request.into_inner().sandbox_id)?;
+        self.authorize(&tenant, &id).await?;
         self.engine.delete_sandbox(&id).await?;
         ok(pb::DeleteSandboxResponse {})
     }
@@ -106,6 +137,7 @@ impl ExecutorService for GrpcService {
 
     async fn exec(&self, request: Request<Streaming<pb::ExecRequest>>) -> Res<Self::ExecStream> {
         use pb::exec_request::Msg;
+        let tenant = tenant(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::select! {
             m = tokio::time::timeout(FIRST_MESSAGE_WAIT, inbound.message()) => m.map_err(|_| {
@@ -121,12 +153,16 @@ impl ExecutorService for GrpcService {
         let (exec, attached, offsets) = match first.msg {
             Some(Msg::Start(start)) => {
                 let req = convert::start_exec(start)?;
-                let (exec, attached) = self.engine.start_exec(req).await?;
+                let (exec, attached) = self
+                    .engine
+                    .start_exec(req, |sandbox| tenant.check(sandbox))
+                    .await?;
                 (exec, attached, [0, 0])
             }
             Some(Msg::Attach(a)) => {
                 let sandbox_id = convert::sandbox_id(&a.sandbox_id)?;
                 let exec_id = convert::exec_id(&a.exec_id)?;
+                self.authorize(&tenant, &sandbox_id).await?;
                 let exec = self.engine.exec(&sandbox_id, &exec_id).await?;
                 let offsets = convert::attach_offsets(&a, exec.spec().pty.is_some());
                 (exec, true, offsets)
@@ -150,11 +186,13 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::SignalExecRequest>,
     ) -> Res<pb::SignalExecResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let (sandbox_id, exec_id) = (
             convert::sandbox_id(&req.sandbox_id)?,
             convert::exec_id(&req.exec_id)?,
         );
+        self.authorize(&tenant, &sandbox_id).await?;
         let signal = convert::signal(req.signal)?;
         self.engine
             .exec(&sandbox_id, &exec_id)
@@ -164,11 +202,13 @@ impl ExecutorService for GrpcService {
     }
 
     async fn get_exec(&self, request: Request<pb::GetExecRequest>) -> Res<pb::GetExecResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let (sandbox_id, exec_id) = (
             convert::sandbox_id(&req.sandbox_id)?,
             convert::exec_id(&req.exec_id)?,
         );
+        self.authorize(&tenant, &sandbox_id).await?;
         let exec = self.engine.exec(&sandbox_id, &exec_id).await?;
         ok(pb::GetExecResponse {
             exec: Some(convert::exec_info(exec.snapshot())),
@@ -179,8 +219,10 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::ListExecsRequest>,
     ) -> Res<pb::ListExecsResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let sandbox_id = convert::sandbox_id(&req.sandbox_id)?;
+        self.authorize(&tenant, &sandbox_id).await?;
         let execs = self
             .engine
             .list_execs(&sandbox_id, req.include_finished)
@@ -194,11 +236,13 @@ impl ExecutorService for GrpcService {
     }
 
     async fn wait_exec(&self, request: Request<pb::WaitExecRequest>) -> Res<pb::WaitExecResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let (sandbox_id, exec_id) = (
             convert::sandbox_id(&req.sandbox_id)?,
             convert::exec_id(&req.exec_id)?,
         );
+        self.authorize(&tenant, &sandbox_id).await?;
         let exec = self.engine.exec(&sandbox_id, &exec_id).await?;
         tokio::select! {
             _ = exec.wait() => {}
@@ -212,11 +256,12 @@ impl ExecutorService for GrpcService {
     }
 
     async fn read_file(&self, request: Request<pb::ReadFileRequest>) -> Res<pb::ReadFileResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let r = self
             .engine
-            .files(&id, None)
+            .files(&id, None, |sandbox| tenant.check(sandbox))
             .await?
             .read(&req.path, req.offset, req.limit)
             .await?;
@@ -231,11 +276,12 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::WriteFileRequest>,
     ) -> Res<pb::WriteFileResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let n = self
             .engine
-            .files(&id, Some(&req.path))
+            .files(&id, Some(&req.path), |sandbox| tenant.check(sandbox))
             .await?
             .write(&req.path, Bytes::from(req.content))
             .await?;
@@ -243,6 +289,7 @@ impl ExecutorService for GrpcService {
     }
 
     async fn edit_file(&self, request: Request<pb::EditFileRequest>) -> Res<pb::EditFileResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let edit = Edit {
@@ -252,7 +299,7 @@ impl ExecutorService for GrpcService {
         };
         let n = self
             .engine
-            .files(&id, Some(&req.path))
+            .files(&id, Some(&req.path), |sandbox| tenant.check(sandbox))
             .await?
             .edit(&req.path, edit)
             .await?;
@@ -263,20 +310,27 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::ListFilesRequest>,
     ) -> Res<pb::ListFilesResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
-        let files = self.engine.files(&id, None).await?.list(&req.path).await?;
+        let files = self
+            .engine
+            .files(&id, None, |sandbox| tenant.check(sandbox))
+            .await?
+            .list(&req.path)
+            .await?;
         ok(pb::ListFilesResponse {
             files: files.into_iter().map(convert::file_info).collect(),
         })
     }
 
     async fn glob(&self, request: Request<pb::GlobRequest>) -> Res<pb::GlobResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let files = self
             .engine
-            .files(&id, None)
+            .files(&id, None, |sandbox| tenant.check(sandbox))
             .await?
             .glob(&req.pattern, &req.path)
             .await?;
@@ -286,6 +340,7 @@ impl ExecutorService for GrpcService {
     }
 
     async fn grep(&self, request: Request<pb::GrepRequest>) -> Res<pb::GrepResponse> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let query = GrepQuery {
@@ -293,7 +348,12 @@ impl ExecutorService for GrpcService {
             path: req.path,
             include: req.include,
         };
-        let r = self.engine.files(&id, None).await?.grep(query).await?;
+        let r = self
+            .engine
+            .files(&id, None, |sandbox| tenant.check(sandbox))
+            .await?
+            .grep(query)
+            .await?;
         ok(pb::GrepResponse {
             matches: r
                 .matches
@@ -312,6 +372,7 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<Streaming<pb::UploadFileRequest>>,
     ) -> Res<pb::UploadFileResponse> {
+        let tenant = tenant(&request)?;
         let mut stream = request.into_inner();
         let first = stream.message().await?.ok_or_else(|| {
             Status::invalid_argument(
@@ -324,7 +385,7 @@ impl ExecutorService for GrpcService {
         }
         let mut upload = self
             .engine
-            .files(&id, Some(&first.path))
+            .files(&id, Some(&first.path), |sandbox| tenant.check(sandbox))
             .await?
             .upload(&first.path)
             .await?;
@@ -351,11 +412,12 @@ impl ExecutorService for GrpcService {
         &self,
         request: Request<pb::DownloadFileRequest>,
     ) -> Res<Self::DownloadFileStream> {
+        let tenant = tenant(&request)?;
         let req = request.into_inner();
         let id = convert::sandbox_id(&req.sandbox_id)?;
         let reader = self
             .engine
-            .files(&id, None)
+            .files(&id, None, |sandbox| tenant.check(sandbox))
             .await?
             .download(&req.path)
             .await?;

@@ -10,7 +10,8 @@
 //!
 //! - [`protocol`]: the frames on the socket (shared with the executor's client).
 //! - [`pty`]: pseudo-terminals (shared with the executor's local backend).
-//! - [`server`]: the agent itself (plain threads, no async runtime).
+//! - [`server`]: the agent itself (one thread: a current-thread Tokio runtime, so the sandbox's
+//!   pids limit is left to the code it runs).
 
 pub mod protocol;
 pub mod pty;

@@ -18,6 +18,8 @@
 
 use std::io::{self, Read, Write};
 
+use tokio::io::{AsyncRead, AsyncReadExt};
+
 use serde::{Deserialize, Serialize};
 
 /// Largest payload accepted in either direction.
@@ -227,6 +229,14 @@ impl Request {
             .map(|(kind, payload)| Self::decode(kind, payload))
             .transpose()
     }
+
+    /// [`Request::read`] on an async reader.
+    pub async fn read_async(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Self>> {
+        read_frame_async(reader)
+            .await?
+            .map(|(kind, payload)| Self::decode(kind, payload))
+            .transpose()
+    }
 }
 
 impl Reply {
@@ -323,6 +333,14 @@ impl Reply {
             .transpose()
     }
 
+    /// [`Reply::read`] on an async reader.
+    pub async fn read_async(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Self>> {
+        read_frame_async(reader)
+            .await?
+            .map(|(kind, payload)| Self::decode(kind, payload))
+            .transpose()
+    }
+
     /// Writes the frame in one `write_all`.
     pub fn write(&self, writer: &mut impl Write) -> io::Result<()> {
         writer.write_all(&self.encode())
@@ -345,6 +363,25 @@ fn read_frame(reader: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
     let (kind, len) = parse_header(header)?;
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload)?;
+    Ok(Some((kind, payload)))
+}
+
+/// [`read_frame`] on an async reader.
+async fn read_frame_async(
+    reader: &mut (impl AsyncRead + Unpin),
+) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    while got < HEADER_LEN {
+        match reader.read(&mut header[got..]).await? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let (kind, len) = parse_header(header)?;
+    let mut payload = vec![0u8; len];
+    reader.read_exact(&mut payload).await?;
     Ok(Some((kind, payload)))
 }
 

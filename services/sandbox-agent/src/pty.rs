@@ -13,6 +13,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
 
@@ -81,6 +84,72 @@ pub fn attach(command: &mut Command, slave: &OwnedFd) -> io::Result<()> {
         });
     }
     Ok(())
+}
+
+/// A PTY master (a non-blocking duplicate) as an async reader and writer. End of file is the
+/// terminal closing (every slave fd gone), which Linux reports as `EIO`.
+pub struct AsyncPty(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl AsyncPty {
+    pub fn new(master: &OwnedFd) -> io::Result<Self> {
+        let fd = master.try_clone()?;
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+        // SAFETY: `fd` is an `OwnedFd` that the `AsyncFd` owns from here on: it stays open, and
+        // `as_raw_fd` keeps returning it, until the `AsyncFd` is dropped.
+        #[allow(unsafe_code)]
+        let registered = unsafe { tokio::io::unix::AsyncFd::register(fd) };
+        Ok(Self(registered.map_err(io::Error::from)?))
+    }
+}
+
+impl tokio::io::AsyncRead for AsyncPty {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                rustix::io::read(fd.get_ref(), &mut *unfilled).map_err(io::Error::from)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) if is_closed(&e) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for AsyncPty {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.poll_write_ready(cx))?;
+            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
+                Ok(result) => return Poll::Ready(result),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Whether a read error on the master means "the terminal was closed" (every slave fd is gone):

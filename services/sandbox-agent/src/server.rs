@@ -1,84 +1,83 @@
 //! The agent's server: accepts connections on a Unix socket and runs one process per connection.
 //!
-//! Plain threads, no async runtime: a connection costs a control thread (reads the executor's
-//! frames: stdin, signals, resizes), one thread per output stream and a waiter, all blocked in
-//! system calls. Frames to the executor are written whole under one lock, so threads never
-//! interleave partial frames. The connection closes once the process has exited and every output
-//! stream has ended; if the executor closes it first, the process group is killed.
+//! One thread for everything (a current-thread Tokio runtime): the sandbox's pids limit counts
+//! threads, so an agent that spent threads per process would eat the budget of the code it runs
+//! (50 concurrent processes would cost 200+ pids with a thread per pipe). Per process there is a
+//! task per output stream, a waiter, a stdin writer, and the connection's control loop (stdin,
+//! signals, resizes). Frames to the executor go through one writer task, so they never
+//! interleave. The connection closes once the process has exited and every output stream has
+//! ended; if the executor closes it first, the process group is killed.
 
-use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::process::{Pid, Signal};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
 
 use crate::protocol::{
     Exit, FailureKind, Reply, Request, SpawnFailure, SpawnRequest, Stream, VERSION,
 };
-use crate::pty;
+use crate::pty::{self, AsyncPty};
 
 /// Bytes read from an output pipe at once (one frame at most).
 const READ_CHUNK: usize = 64 * 1024;
+/// Frames queued towards the executor (backpressure on the output readers beyond it).
+const FRAME_QUEUE: usize = 16;
+/// Stdin chunks queued towards the process.
+const STDIN_QUEUE: usize = 64;
 
-/// Accepts connections forever, one thread each.
-pub fn serve(listener: UnixListener) -> io::Result<()> {
-    for conn in listener.incoming() {
-        match conn {
-            Ok(stream) => {
-                thread::Builder::new()
-                    .name("connection".into())
-                    .spawn(move || {
-                        if let Err(e) = handle(stream) {
+/// Serves `listener` (a bound std listener) forever on a single-threaded runtime.
+pub fn serve(listener: std::os::unix::net::UnixListener) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(stream).await {
                             eprintln!("cognition-sandbox-agent: connection: {e}");
                         }
-                    })?;
+                    });
+                }
+                Err(e) => eprintln!("cognition-sandbox-agent: accept: {e}"),
             }
-            Err(e) => eprintln!("cognition-sandbox-agent: accept: {e}"),
         }
-    }
-    Ok(())
+    })
 }
 
-/// Frames to the executor, written whole under one lock.
-#[derive(Clone)]
-struct Sender(Arc<Mutex<UnixStream>>);
+/// Encoded frames towards the executor.
+type Frames = mpsc::Sender<Vec<u8>>;
 
-impl Sender {
-    fn send(&self, reply: &Reply) -> io::Result<()> {
-        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        reply.write(&mut *stream)
-    }
-
-    /// Writes an already-encoded frame.
-    fn send_raw(&self, frame: &[u8]) -> io::Result<()> {
-        let mut stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        stream.write_all(frame)
-    }
-
-    fn close(&self) {
-        let stream = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let _ = stream.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-fn handle(stream: UnixStream) -> io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let sender = Sender(Arc::new(Mutex::new(stream)));
+async fn handle(stream: UnixStream) -> io::Result<()> {
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let (frames, queue) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
+    let writer = tokio::spawn(write_frames(writer, queue));
     loop {
-        match Request::read(&mut reader)? {
-            None => return Ok(()),
-            Some(Request::Ping) => sender.send(&Reply::Pong {
-                version: VERSION.to_owned(),
-            })?,
-            Some(Request::Spawn(request)) => return run(request, reader, sender),
+        match Request::read_async(&mut reader).await? {
+            None => break,
+            Some(Request::Ping) => {
+                let pong = Reply::Pong {
+                    version: VERSION.to_owned(),
+                };
+                if frames.send(pong.encode()).await.is_err() {
+                    break;
+                }
+            }
+            Some(Request::Spawn(request)) => {
+                run(request, reader, frames).await;
+                break;
+            }
             Some(other) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -87,26 +86,45 @@ fn handle(stream: UnixStream) -> io::Result<()> {
             }
         }
     }
+    // `frames` is gone (moved or dropped): the writer drains its queue and closes.
+    let _ = writer.await;
+    Ok(())
+}
+
+/// Writes frames until every sender is gone, then closes our side of the connection.
+async fn write_frames(
+    mut writer: tokio::net::unix::OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+) {
+    while let Some(frame) = queue.recv().await {
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
 }
 
 /// A started process and the ends the agent keeps.
 struct Started {
-    child: Child,
-    /// Where stdin frames go (a pipe, or the PTY master).
-    stdin: Option<File>,
+    child: tokio::process::Child,
+    /// Where stdin frames go (a pipe, or the terminal).
+    stdin: Option<Box<dyn AsyncWrite + Send + Unpin>>,
     /// Output sources with the stream each feeds.
-    outputs: Vec<(Stream, File)>,
+    outputs: Vec<(Stream, Box<dyn AsyncRead + Send + Unpin>)>,
     /// The PTY master, for resizes.
-    master: Option<OwnedFd>,
+    master: Option<Arc<OwnedFd>>,
 }
 
-fn run(request: SpawnRequest, mut reader: BufReader<UnixStream>, sender: Sender) -> io::Result<()> {
+async fn run(
+    request: SpawnRequest,
+    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    frames: Frames,
+) {
     let started = match start(&request) {
         Ok(s) => s,
         Err(failure) => {
-            sender.send(&Reply::SpawnFailed(failure))?;
-            sender.close();
-            return Ok(());
+            let _ = frames.send(Reply::SpawnFailed(failure).encode()).await;
+            return;
         }
     };
     let Started {
@@ -115,113 +133,126 @@ fn run(request: SpawnRequest, mut reader: BufReader<UnixStream>, sender: Sender)
         outputs,
         master,
     } = started;
-    let pid = child.id();
-    let group = Pid::from_raw(pid as i32).expect("a child pid is positive");
-    sender.send(&Reply::Started { pid })?;
-
-    // The connection closes when every part (each output stream and the exit) is done.
-    let parts = Arc::new(AtomicUsize::new(outputs.len() + 1));
-    let finished = Arc::new(AtomicBool::new(false));
-    let reaped = Arc::new(AtomicBool::new(false));
-    let part_done = {
-        let (parts, finished, sender) = (parts.clone(), finished.clone(), sender.clone());
-        move || {
-            if parts.fetch_sub(1, Ordering::AcqRel) == 1 {
-                finished.store(true, Ordering::Release);
-                sender.close();
-            }
-        }
+    let Some(pid) = child.id() else {
+        let _ = frames
+            .send(Reply::SpawnFailed(failure(FailureKind::Other, "the process vanished")).encode())
+            .await;
+        return;
     };
+    let group = Pid::from_raw(pid as i32).expect("a child pid is positive");
+    if frames.send(Reply::Started { pid }.encode()).await.is_err() {
+        let _ = rustix::process::kill_process_group(group, Signal::KILL);
+        return;
+    }
 
+    // Every part (each output stream and the exit) holds a frame sender; when all are done the
+    // `done` channel closes and the control loop ends.
+    let (done_tx, mut done) = mpsc::channel::<()>(1);
+    let reaped = Arc::new(AtomicBool::new(false));
     for (stream, source) in outputs {
-        let (sender, done) = (sender.clone(), part_done.clone());
-        thread::Builder::new()
-            .name("output".into())
-            .spawn(move || {
-                pump(stream, source, &sender);
-                let _ = sender.send(&Reply::Eof(stream));
-                done();
-            })?;
+        let (frames, done_tx) = (frames.clone(), done_tx.clone());
+        tokio::spawn(async move {
+            pump(stream, source, &frames).await;
+            let _ = frames.send(Reply::Eof(stream).encode()).await;
+            drop(done_tx);
+        });
     }
     {
-        let (sender, done, reaped) = (sender.clone(), part_done.clone(), reaped.clone());
-        thread::Builder::new()
-            .name("waiter".into())
-            .spawn(move || {
-                let exit = match child.wait() {
-                    Ok(status) => match (status.code(), status.signal()) {
-                        (Some(code), _) => Exit::Code(code),
-                        (None, Some(sig)) => Exit::Signal(sig),
-                        (None, None) => Exit::Code(-1),
-                    },
-                    Err(_) => Exit::Code(-1),
-                };
-                reaped.store(true, Ordering::Release);
-                let _ = sender.send(&Reply::Exited(exit));
-                done();
-            })?;
+        let (frames, done_tx, reaped) = (frames.clone(), done_tx.clone(), reaped.clone());
+        tokio::spawn(async move {
+            let exit = match child.wait().await {
+                Ok(status) => match (status.code(), status.signal()) {
+                    (Some(code), _) => Exit::Code(code),
+                    (None, Some(sig)) => Exit::Signal(sig),
+                    (None, None) => Exit::Code(-1),
+                },
+                Err(_) => Exit::Code(-1),
+            };
+            reaped.store(true, Ordering::Release);
+            let _ = frames.send(Reply::Exited(exit).encode()).await;
+            drop(done_tx);
+        });
     }
+    drop(done_tx);
+    drop(frames);
 
-    let stdin_tx = stdin.map(spawn_stdin_writer).transpose()?;
-    let mut stdin_tx = stdin_tx;
-    // Until the executor closes its side (or the connection fails).
-    while let Ok(Some(request)) = Request::read(&mut reader) {
-        match request {
-            Request::Stdin(data) => {
-                if let Some(tx) = &stdin_tx {
-                    let _ = tx.send(data);
-                }
-            }
-            Request::StdinClose => stdin_tx = None,
-            Request::Signal {
-                signal,
-                leader_only,
-            } => {
-                let Some(sig) = Signal::from_named_raw(signal) else {
-                    continue;
-                };
-                let result = if leader_only {
-                    if reaped.load(Ordering::Acquire) {
-                        Ok(())
-                    } else {
-                        rustix::process::kill_process(group, sig)
-                    }
-                } else {
-                    rustix::process::kill_process_group(group, sig)
-                };
-                if let Err(e) = result
-                    && e != rustix::io::Errno::SRCH
-                {
-                    eprintln!("cognition-sandbox-agent: signal {signal} to {pid}: {e}");
-                }
-            }
-            Request::Resize(size) => {
-                if let Some(master) = &master {
-                    let _ = pty::resize(master, size);
-                }
-            }
-            Request::Ping | Request::Spawn(_) => {}
+    let mut stdin_tx = stdin.map(spawn_stdin_writer);
+    let finished = loop {
+        tokio::select! {
+            _ = done.recv() => break true,
+            request = Request::read_async(&mut reader) => match request {
+                Ok(Some(request)) => control(request, &mut stdin_tx, group, &reaped, master.as_deref()).await,
+                // The executor closed the connection (or it broke).
+                Ok(None) | Err(_) => break false,
+            },
         }
-    }
+    };
     drop(stdin_tx);
-    if !finished.load(Ordering::Acquire) {
+    if !finished {
         // The executor went away while the process (or something it started) still runs.
         let _ = rustix::process::kill_process_group(group, Signal::KILL);
     }
-    Ok(())
+}
+
+/// Applies one control frame of a running process.
+async fn control(
+    request: Request,
+    stdin_tx: &mut Option<mpsc::Sender<Vec<u8>>>,
+    group: Pid,
+    reaped: &AtomicBool,
+    master: Option<&OwnedFd>,
+) {
+    match request {
+        Request::Stdin(data) => {
+            if let Some(tx) = stdin_tx
+                && tx.send(data).await.is_err()
+            {
+                *stdin_tx = None; // the process closed its stdin
+            }
+        }
+        Request::StdinClose => *stdin_tx = None,
+        Request::Signal {
+            signal,
+            leader_only,
+        } => {
+            let Some(sig) = Signal::from_named_raw(signal) else {
+                return;
+            };
+            let result = if leader_only {
+                if reaped.load(Ordering::Acquire) {
+                    return; // the pid may belong to someone else by now
+                }
+                rustix::process::kill_process(group, sig)
+            } else {
+                rustix::process::kill_process_group(group, sig)
+            };
+            if let Err(e) = result
+                && e != rustix::io::Errno::SRCH
+            {
+                eprintln!("cognition-sandbox-agent: signal {signal}: {e}");
+            }
+        }
+        Request::Resize(size) => {
+            if let Some(master) = master {
+                let _ = pty::resize(master, size);
+            }
+        }
+        Request::Ping | Request::Spawn(_) => {}
+    }
 }
 
 /// Copies `source` to the executor as `stream` frames until end of file. Each read lands right
-/// after room for the frame header, so a frame goes out with no copy.
-fn pump(stream: Stream, mut source: File, sender: &Sender) {
+/// after room for the frame header, so a frame is built with no copy.
+async fn pump(stream: Stream, mut source: Box<dyn AsyncRead + Send + Unpin>, frames: &Frames) {
     let prefix = Reply::output_prefix_len();
-    let mut buf = vec![0u8; prefix + READ_CHUNK];
     loop {
-        match source.read(&mut buf[prefix..]) {
+        let mut buf = vec![0u8; prefix + READ_CHUNK];
+        match source.read(&mut buf[prefix..]).await {
             Ok(0) => return,
             Ok(n) => {
                 Reply::fill_output_prefix(stream, &mut buf[..prefix], n);
-                if sender.send_raw(&buf[..prefix + n]).is_err() {
+                buf.truncate(prefix + n);
+                if frames.send(buf).await.is_err() {
                     return;
                 }
             }
@@ -232,17 +263,18 @@ fn pump(stream: Stream, mut source: File, sender: &Sender) {
     }
 }
 
-/// A thread that writes stdin frames to the process, in order; dropping the sender closes it.
-fn spawn_stdin_writer(mut sink: File) -> io::Result<mpsc::Sender<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    thread::Builder::new().name("stdin".into()).spawn(move || {
-        for chunk in rx {
-            if sink.write_all(&chunk).is_err() {
+/// A task that writes stdin chunks to the process, in order; dropping the sender closes it.
+fn spawn_stdin_writer(mut sink: Box<dyn AsyncWrite + Send + Unpin>) -> mpsc::Sender<Vec<u8>> {
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STDIN_QUEUE);
+    tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            if sink.write_all(&chunk).await.is_err() {
                 return;
             }
         }
-    })?;
-    Ok(tx)
+        let _ = sink.shutdown().await;
+    });
+    tx
 }
 
 fn failure(kind: FailureKind, message: impl Into<String>) -> SpawnFailure {
@@ -272,12 +304,12 @@ fn start(request: &SpawnRequest) -> Result<Started, SpawnFailure> {
             ));
         }
     }
-    let mut command = Command::new(program);
+    let mut command = std::process::Command::new(program);
     command
         .args(&request.argv[1..])
         .env_clear()
         .envs(request.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(Path::new(&request.cwd));
+        .current_dir(&request.cwd);
     let spawn_error = |e: io::Error| classify(program, &e);
     match request.pty {
         None => {
@@ -288,42 +320,46 @@ fn start(request: &SpawnRequest) -> Result<Started, SpawnFailure> {
                     Stdio::null()
                 })
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
+                .stderr(Stdio::piped());
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+            let mut command = tokio::process::Command::from(command);
+            command.kill_on_drop(false);
             let mut child = command.spawn().map_err(spawn_error)?;
-            let stdin = child.stdin.take().map(|s| File::from(OwnedFd::from(s)));
-            let stdout = child.stdout.take().map(|s| File::from(OwnedFd::from(s)));
-            let stderr = child.stderr.take().map(|s| File::from(OwnedFd::from(s)));
-            let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+            let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
                 return Err(failure(FailureKind::Other, "missing output pipes"));
             };
+            let stdin = child
+                .stdin
+                .take()
+                .map(|s| Box::new(s) as Box<dyn AsyncWrite + Send + Unpin>);
             Ok(Started {
                 child,
                 stdin,
-                outputs: vec![(Stream::Stdout, stdout), (Stream::Stderr, stderr)],
+                outputs: vec![
+                    (Stream::Stdout, Box::new(stdout)),
+                    (Stream::Stderr, Box::new(stderr)),
+                ],
                 master: None,
             })
         }
         Some(size) => {
+            let pty_error = |e: io::Error| failure(FailureKind::Other, format!("pty: {e}"));
             let pair = pty::open(size)
                 .map_err(|e| failure(FailureKind::ResourceLimit, format!("opening a pty: {e}")))?;
-            pty::attach(&mut command, &pair.slave)
-                .map_err(|e| failure(FailureKind::Other, format!("pty: {e}")))?;
+            pty::attach(&mut command, &pair.slave).map_err(pty_error)?;
+            let mut command = tokio::process::Command::from(command);
+            command.kill_on_drop(false);
             let child = command.spawn().map_err(spawn_error)?;
             drop(command); // closes the parent's copies of the slave
             drop(pair.slave);
-            let clone = |fd: &OwnedFd| {
-                fd.try_clone()
-                    .map(File::from)
-                    .map_err(|e| failure(FailureKind::Other, format!("pty: {e}")))
-            };
-            let input = clone(&pair.master)?;
-            let output = clone(&pair.master)?;
+            let master = Arc::new(pair.master);
+            let input = AsyncPty::new(&master).map_err(pty_error)?;
+            let output = AsyncPty::new(&master).map_err(pty_error)?;
             Ok(Started {
                 child,
-                stdin: Some(input),
-                outputs: vec![(Stream::Pty, output)],
-                master: Some(pair.master),
+                stdin: Some(Box::new(input)),
+                outputs: vec![(Stream::Pty, Box::new(output))],
+                master: Some(master),
             })
         }
     }

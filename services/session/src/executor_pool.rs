@@ -17,10 +17,15 @@
 //!   the tool call reports the loss ([`ExecutorError::Lost`]) and the next call places a fresh
 //!   sandbox on a live replica. Replicas that are down are skipped for placement and
 //!   discovery unless no replica is up.
+//! - **Scope**: every call made for a session carries the session's scope as
+//!   `x-cognition-scope-<key>` metadata ([`scope`], [`ExecutorPool::client_for`]); the executor
+//!   stamps it on the sandboxes it creates and refuses calls on sandboxes of another scope. The
+//!   placement survey alone lists unscoped: a replica's load counts every tenant's sandboxes.
 
 pub mod error;
 pub mod health;
 mod placement;
+pub mod scope;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,13 +34,15 @@ use std::time::Duration;
 
 use cognition_proto::executor::v1 as pb;
 use cognition_proto::executor::v1::executor_service_client::ExecutorServiceClient;
+use cognition_proto::scope::Scope;
 use cognition_telemetry::grpc::{InjectTraceContext, TracedChannel};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 pub use self::error::{ExecutorError, InvalidExecutorUrl, is_transport_failure};
 use self::health::Health;
+pub use self::scope::ScopedExecutorClient;
 
-/// A client of one executor replica.
+/// A client of one executor replica, without a scope (pool-wide calls).
 pub type ExecutorClient = ExecutorServiceClient<TracedChannel>;
 
 /// Bound on connecting to a replica.
@@ -67,6 +74,7 @@ struct Inner {
 #[derive(Debug)]
 struct Replica {
     url: String,
+    channel: Channel,
     client: ExecutorClient,
     health: Health,
     /// Sandbox creations this pool has in flight on the replica (counted as load).
@@ -115,12 +123,14 @@ impl ExecutorPool {
                     .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                     .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                     .tcp_nodelay(true);
+                let channel = endpoint.connect_lazy();
                 Ok(Replica {
                     url: url.clone(),
                     client: ExecutorServiceClient::with_interceptor(
-                        endpoint.connect_lazy(),
+                        channel.clone(),
                         InjectTraceContext,
                     ),
+                    channel,
                     health: Health::default(),
                     placing: AtomicUsize::new(0),
                 })
@@ -159,9 +169,15 @@ impl ExecutorPool {
         &self.replica(replica).url
     }
 
-    /// A client of `replica`.
+    /// An unscoped client of `replica`, for calls not made for one session (the placement
+    /// survey); the executor lets it see every tenant's sandboxes.
     pub fn client(&self, replica: ReplicaId) -> ExecutorClient {
         self.replica(replica).client.clone()
+    }
+
+    /// A client of `replica` acting for `scope`: every call carries it as metadata.
+    pub fn client_for(&self, replica: ReplicaId, scope: &Scope) -> ScopedExecutorClient {
+        scope::scoped_client(self.replica(replica).channel.clone(), scope)
     }
 
     /// The replica known to hold `sandbox_id`, if any.
@@ -206,19 +222,21 @@ impl ExecutorPool {
 
     /// Creates the sandbox `request.sandbox_id` (non-empty: the idempotency key) on its home,
     /// or — without a known home — on the replica that already holds it, else on the
-    /// least-loaded live replica (trying the next one when a replica is gone or full).
+    /// least-loaded live replica (trying the next one when a replica is gone or full). The
+    /// creation acts for `scope`, which the executor stamps on the sandbox's labels.
     ///
     /// A known home that is gone gives [`ExecutorError::Lost`] (and the home is forgotten).
     pub async fn ensure_sandbox(
         &self,
         request: pb::CreateSandboxRequest,
+        scope: &Scope,
     ) -> Result<(ReplicaId, pb::Sandbox), ExecutorError> {
         if !self.is_configured() {
             return Err(ExecutorError::NotConfigured);
         }
         let id = request.sandbox_id.clone();
         if let Some(home) = self.home(&id) {
-            return match self.create_on(home, request).await {
+            return match self.create_on(home, request, scope).await {
                 Attempt::Created(sandbox) => Ok((home, sandbox)),
                 Attempt::Gone(status) => {
                     self.lose(&id, home, &status);
@@ -235,7 +253,7 @@ impl ExecutorPool {
         };
         let tried = candidates.len();
         for replica in candidates {
-            match self.create_on(replica, request.clone()).await {
+            match self.create_on(replica, request.clone(), scope).await {
                 Attempt::Created(sandbox) => {
                     self.remember(&id, replica);
                     tracing::info!(sandbox_id = %id, executor = %self.url(replica),
@@ -255,10 +273,15 @@ impl ExecutorPool {
         )))
     }
 
-    async fn create_on(&self, replica: ReplicaId, request: pb::CreateSandboxRequest) -> Attempt {
+    async fn create_on(
+        &self,
+        replica: ReplicaId,
+        request: pb::CreateSandboxRequest,
+        scope: &Scope,
+    ) -> Attempt {
         let state = self.replica(replica);
         let in_flight = InFlight::start(&state.placing);
-        let mut client = state.client.clone();
+        let mut client = self.client_for(replica, scope);
         let result = tokio::time::timeout(CREATE_TIMEOUT, client.create_sandbox(request)).await;
         drop(in_flight);
         match result {
@@ -336,10 +359,13 @@ mod tests {
         let pool = ExecutorPool::none();
         assert!(!pool.is_configured());
         let err = pool
-            .ensure_sandbox(pb::CreateSandboxRequest {
-                sandbox_id: "s".into(),
-                ..Default::default()
-            })
+            .ensure_sandbox(
+                pb::CreateSandboxRequest {
+                    sandbox_id: "s".into(),
+                    ..Default::default()
+                },
+                &Scope::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err, ExecutorError::NotConfigured);

@@ -250,7 +250,7 @@ impl SessionService for SessionApi {
         }
         self.runs.session_deleted(id);
         self.events.hub().close(id);
-        self.sandboxes.delete_for_session(id).await;
+        self.sandboxes.delete_for_session(id, &scope).await;
         tracing::debug!(session_id = %id, "session deleted");
         Ok(Response::new(pb::DeleteSessionResponse {}))
     }

@@ -5,10 +5,13 @@
 //! marked down alike, in parallel) for the sandboxes with that label and deletes each — a
 //! session may have left a sandbox on a replica it later lost. Replicas may be down: failures
 //! are logged and never fail the delete (executors reap unrenewed sandboxes by TTL anyway).
+//! The calls act for the deleting caller's scope (see `executor_pool::scope`), so the executor
+//! lists and deletes only sandboxes of that scope.
 
 use std::time::Duration;
 
 use cognition_proto::executor::v1::{DeleteSandboxRequest, ListSandboxesRequest};
+use cognition_proto::scope::Scope;
 use uuid::Uuid;
 
 pub use crate::executor_pool::InvalidExecutorUrl;
@@ -39,9 +42,10 @@ impl SandboxCleaner {
         self.pool.is_configured()
     }
 
-    /// Deletes every sandbox labelled with `session_id` on every replica; returns how many
-    /// were deleted. Errors are logged, never returned.
-    pub async fn delete_for_session(&self, session_id: Uuid) -> usize {
+    /// Deletes every sandbox labelled with `session_id` on every replica, acting for `scope`
+    /// (the scope the session was deleted in); returns how many were deleted. Errors are
+    /// logged, never returned.
+    pub async fn delete_for_session(&self, session_id: Uuid, scope: &Scope) -> usize {
         if !self.is_enabled() {
             return 0;
         }
@@ -49,7 +53,7 @@ impl SandboxCleaner {
         let everywhere = futures::future::join_all(
             self.pool
                 .replicas()
-                .map(|replica| cleanup(&self.pool, replica, session_id)),
+                .map(|replica| cleanup(&self.pool, replica, session_id, scope)),
         );
         match tokio::time::timeout(CLEANUP_TIMEOUT, everywhere).await {
             Ok(deleted) => {
@@ -65,9 +69,14 @@ impl SandboxCleaner {
     }
 }
 
-async fn cleanup(pool: &ExecutorPool, replica: ReplicaId, session_id: Uuid) -> usize {
+async fn cleanup(
+    pool: &ExecutorPool,
+    replica: ReplicaId,
+    session_id: Uuid,
+    scope: &Scope,
+) -> usize {
     let executor = pool.url(replica);
-    let mut client = pool.client(replica);
+    let mut client = pool.client_for(replica, scope);
     let selector = [(SESSION_LABEL.to_owned(), session_id.to_string())]
         .into_iter()
         .collect();

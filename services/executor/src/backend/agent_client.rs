@@ -12,9 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cognition_sandbox_agent::protocol::{
-    Exit, FailureKind, HEADER_LEN, Reply, Request, SpawnRequest, Stream, parse_header,
-};
+use cognition_sandbox_agent::protocol::{Exit, FailureKind, Reply, Request, SpawnRequest, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, SimplexStream, WriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -43,18 +41,8 @@ pub enum AgentError {
     Unexpected(String),
 }
 
-/// Reads one reply; `Ok(None)` at a clean end of stream.
 async fn read_reply(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Reply>> {
-    let mut header = [0u8; HEADER_LEN];
-    match reader.read_exact(&mut header).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let (kind, len) = parse_header(header)?;
-    let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await?;
-    Reply::decode(kind, payload).map(Some)
+    Reply::read_async(reader).await
 }
 
 /// Asks the agent at `socket` for its version (a readiness check).

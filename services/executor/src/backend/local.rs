@@ -564,7 +564,6 @@ fn spawn_on_pipes(
 }
 
 /// Starts `cmd` on a new PTY as its controlling terminal (a new session: pid = process group).
-/// The master is read and written through blocking-pool files: a terminal is slow by nature.
 fn spawn_on_pty(
     mut cmd: std::process::Command,
     size: crate::process::PtySize,
@@ -597,38 +596,17 @@ fn spawn_on_pty(
     // Every copy of the slave but the child's must close, or the master never sees the end.
     drop(cmd);
     drop(pair.slave);
-    let file = |fd: &OwnedFd| {
-        fd.try_clone()
-            .map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)))
-            .map_err(|e| other("pty", e))
-    };
-    let input = file(&pair.master)?;
-    let output = file(&pair.master)?;
+    let input = pty::AsyncPty::new(&pair.master).map_err(|e| other("pty", e))?;
+    let output = pty::AsyncPty::new(&pair.master).map_err(|e| other("pty", e))?;
     Ok((
         child,
         Pipes {
             stdin: Some(Box::pin(input)),
-            stdout: Box::pin(PtyReader(output)),
+            stdout: Box::pin(output),
             stderr: Box::pin(tokio::io::empty()),
             pty_master: Some(pair.master),
         },
     ))
-}
-
-/// A PTY master as a reader whose end of file is the terminal closing (`EIO` on Linux).
-struct PtyReader(tokio::fs::File);
-
-impl tokio::io::AsyncRead for PtyReader {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
-            std::task::Poll::Ready(Err(e)) if pty::is_closed(&e) => std::task::Poll::Ready(Ok(())),
-            other => other,
-        }
-    }
 }
 
 /// Signals a local process group (whose id is the leader's pid) and resizes its terminal.

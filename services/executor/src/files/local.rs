@@ -25,11 +25,41 @@ use crate::process::Reader;
 #[derive(Debug, Clone)]
 pub struct LocalFiles {
     jail: Arc<Jail>,
+    owner: Option<Owner>,
+}
+
+/// Who owns what the file operations create: the sandbox user, when the processes that use the
+/// files run as another user than the executor (Docker: uid 1000 in the container, the executor
+/// often root on the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// Gives `path` to the owner; when the executor may not chown (it is not root), makes it
+    /// writable by everyone instead, so the sandbox user can still change it.
+    fn adopt(self, path: &Path) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).is_ok() {
+            return Ok(());
+        }
+        let meta = fs::symlink_metadata(path)?;
+        let mode = meta.permissions().mode() | if meta.is_dir() { 0o777 } else { 0o666 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
 }
 
 impl LocalFiles {
     pub fn new(jail: Arc<Jail>) -> Self {
-        Self { jail }
+        Self { jail, owner: None }
+    }
+
+    /// Files and folders created from now on belong to `owner`.
+    pub fn owned_by(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     async fn blocking<T, F>(&self, f: F) -> Result<T, Error>
@@ -42,6 +72,22 @@ impl LocalFiles {
             .await
             .map_err(|e| Error::Internal(format!("file operation task failed: {e}")))?
     }
+}
+
+/// `create_dir_all`, giving every folder it creates to `owner`.
+fn create_dirs(dir: &Path, owner: Option<Owner>) -> std::io::Result<()> {
+    let Some(owner) = owner else {
+        return fs::create_dir_all(dir);
+    };
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| fs::symlink_metadata(d).is_err())
+        .collect();
+    fs::create_dir_all(dir)?;
+    for d in missing.iter().rev() {
+        owner.adopt(d)?;
+    }
+    Ok(())
 }
 
 fn entry(path: String, meta: &fs::Metadata) -> FileEntry {
@@ -120,6 +166,7 @@ impl SandboxFiles for LocalFiles {
 
     async fn write(&self, path: &str, content: Bytes) -> Result<u64, Error> {
         let raw = path.to_owned();
+        let owner = self.owner;
         self.blocking(move |jail| {
             let r = jail.resolve_write(&raw)?;
             let name = r.path.to_string();
@@ -127,10 +174,18 @@ impl SandboxFiles for LocalFiles {
                 return Err(FileError::IsADirectory { path: name }.into());
             }
             if let Some(parent) = r.host.parent() {
-                fs::create_dir_all(parent)
+                create_dirs(parent, owner)
                     .map_err(|e| FileError::io("creating the parent of", &name, e))?;
             }
+            let existed = fs::symlink_metadata(&r.host).is_ok();
             fs::write(&r.host, &content).map_err(|e| FileError::io("writing", &name, e))?;
+            if let Some(owner) = owner
+                && !existed
+            {
+                owner
+                    .adopt(&r.host)
+                    .map_err(|e| FileError::io("writing", &name, e))?;
+            }
             Ok(content.len() as u64)
         })
         .await
@@ -267,6 +322,7 @@ impl SandboxFiles for LocalFiles {
 
     async fn upload(&self, path: &str) -> Result<Box<dyn Upload>, Error> {
         let raw = path.to_owned();
+        let owner = self.owner;
         let (target, tmp, name) = self
             .blocking(move |jail| {
                 let r = jail.resolve_write(&raw)?;
@@ -279,7 +335,7 @@ impl SandboxFiles for LocalFiles {
                     .parent()
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| jail.host_root().to_path_buf());
-                fs::create_dir_all(&parent)
+                create_dirs(&parent, owner)
                     .map_err(|e| FileError::io("creating the parent of", &name, e))?;
                 let file_name = r
                     .host
@@ -296,6 +352,12 @@ impl SandboxFiles for LocalFiles {
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| FileError::io("creating", &name, e))?;
+        if let Some(owner) = owner {
+            // The upload replaces the target by a rename: the new file must be the owner's.
+            owner
+                .adopt(&tmp)
+                .map_err(|e| FileError::io("creating", &name, e))?;
+        }
         Ok(Box::new(LocalUpload {
             file: Some(file),
             tmp,

@@ -1,5 +1,6 @@
-//! Docker test harness: the gate (run under CI, skip otherwise), the image, the per-test
-//! executor and the leak guard.
+//! Docker test harness: the gate (run whenever the engine answers; skip only without CI when it
+//! does not), the image, the per-test executor and the leak guard. The `executor` test binary
+//! uses it too, for the Docker variants of the shared behavioural suite.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,33 @@ fn required() -> bool {
 }
 
 static IMAGE_READY: Mutex<bool> = Mutex::new(false);
+
+/// Whether Docker tests can run here: the engine answers (the image is then built when missing or
+/// stale). Without `CI` (and `COGNITION_TEST_DOCKER`) an engine that does not answer skips the
+/// test, saying why; with it, the test fails.
+pub async fn docker_usable(test: &str) -> Option<Docker> {
+    let connected = match Docker::connect_with_local_defaults() {
+        Ok(docker) => docker.negotiate_version().await,
+        Err(e) => Err(e),
+    };
+    match connected {
+        Ok(docker) => {
+            tokio::task::spawn_blocking(ensure_image)
+                .await
+                .expect("building the image");
+            Some(docker)
+        }
+        Err(e) if required() => {
+            panic!("Docker is required when CI (or COGNITION_TEST_DOCKER) is set: {e}")
+        }
+        Err(e) => {
+            eprintln!(
+                "skipping docker test {test}: the Docker engine is not available ({e}) and CI is unset"
+            );
+            None
+        }
+    }
+}
 
 /// Builds the sandbox image with the offline script when it is missing (once per process).
 fn ensure_image() {
@@ -52,28 +80,15 @@ struct LeakGuard {
 }
 
 impl DockerTest {
-    /// `None` (with a message) when Docker tests are not required; panics when they are and
-    /// Docker is not usable.
+    /// `None` (with a message) when Docker is unavailable and not required (see
+    /// [`docker_usable`]); panics when it is required and unavailable.
     pub async fn start(name: &str) -> Option<Self> {
         Self::start_with(name, |_| {}).await
     }
 
     /// [`DockerTest::start`] with a configuration tweak (kept for restarts).
     pub async fn start_with(name: &str, tune: fn(&mut Config)) -> Option<Self> {
-        if !required() {
-            eprintln!(
-                "skipping docker test {name}: set CI=1 (or COGNITION_TEST_DOCKER=1) to run it against the Docker engine"
-            );
-            return None;
-        }
-        let docker = Docker::connect_with_local_defaults()
-            .expect("connecting to Docker")
-            .negotiate_version()
-            .await
-            .expect("Docker is required when CI is set: the engine did not answer");
-        tokio::task::spawn_blocking(ensure_image)
-            .await
-            .expect("building the image");
+        let docker = docker_usable(name).await?;
         let dir = tempfile::tempdir().expect("tempdir");
         let server = Self::executor(dir.path(), tune).await;
         // The executor creates the root in its own task; create it here too to resolve it now.
@@ -108,6 +123,11 @@ impl DockerTest {
             Self::executor(self.dir.path(), self.tune).await,
         );
         old.stop().await;
+    }
+
+    /// The data directory (the sandbox root is its `sandboxes` folder).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Another executor on the same data directory and configuration, running beside this one.

@@ -73,7 +73,7 @@ async fn wait_for_pool(t: &DockerTest, size: usize) {
 
 #[tokio::test]
 async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
-    let Some(mut t) = DockerTest::start_with("warm_pool", |c| c.sandbox_warm_pool = 2).await else {
+    let Some(t) = DockerTest::start_with("warm_pool", |c| c.sandbox_warm_pool = 2).await else {
         return;
     };
     wait_for_pool(&t, 2).await;
@@ -126,7 +126,6 @@ async fn a_new_sandbox_claims_a_warm_container_and_the_pool_refills() {
             sandbox_id: sb.id.clone(),
             path: "notes.txt".into(),
             content: "warm\n".into(),
-            ..Default::default()
         })
         .await
         .expect("write");

@@ -1,4 +1,4 @@
-//! The Exec stream against real processes.
+//! The Exec stream against real processes, on every backend.
 
 use std::time::Duration;
 
@@ -6,7 +6,31 @@ use cognition_proto::executor::v1 as pb;
 use pb::exec_request::Msg as Req;
 use pb::exec_response::Msg as Resp;
 
+use crate::backend::{Backend, Executor, on_every_backend};
 use crate::support::*;
+
+on_every_backend!(
+    echo_hi,
+    exit_code_and_argv,
+    stderr_is_separate_with_its_own_offsets,
+    env_cwd_and_home,
+    stdin_pipe_to_cat,
+    stdin_hole_is_an_error_and_null_stdin_reads_eof,
+    timeout_terms_then_kills_the_whole_group,
+    timeout_with_term_only,
+    spawn_failures_are_typed,
+    client_signal_int,
+    output_cap_keeps_head_gap_and_tail,
+    repeated_start_attaches_instead_of_running_twice,
+    attach_by_offset_after_a_disconnect,
+    disconnect_kill_policy_kills_and_detach_keeps_running,
+    fifty_concurrent_execs_in_one_sandbox,
+    concurrency_cap_and_stream_errors,
+    keepalive_after_silence,
+    idle_notice_then_idle_timeout,
+    unary_get_list_wait_signal,
+    shutdown_ends_streams_and_kills_processes,
+);
 
 fn reason(e: &pb::ExecExited) -> pb::ExitReason {
     pb::ExitReason::try_from(e.reason).expect("reason")
@@ -20,9 +44,8 @@ fn failure(o: &Outcome) -> pb::SpawnFailure {
     pb::SpawnFailure::try_from(f.reason).expect("failure reason")
 }
 
-#[tokio::test]
-async fn echo_hi() {
-    let s = Server::start().await;
+async fn echo_hi(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let o = run(&s.client, shell(&sb.id, "e1", "echo hi")).await;
     let started = o.started.clone().expect("started");
@@ -40,9 +63,8 @@ async fn echo_hi() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn exit_code_and_argv() {
-    let s = Server::start().await;
+async fn exit_code_and_argv(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let o = run(&s.client, shell(&sb.id, "", "exit 3")).await;
     assert_eq!(o.exited().exit_code, Some(3));
@@ -59,9 +81,8 @@ async fn exit_code_and_argv() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn stderr_is_separate_with_its_own_offsets() {
-    let s = Server::start().await;
+async fn stderr_is_separate_with_its_own_offsets(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let o = run(
         &s.client,
@@ -91,22 +112,21 @@ async fn stderr_is_separate_with_its_own_offsets() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn env_cwd_and_home() {
-    let s = Server::start().await;
+async fn env_cwd_and_home(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
-    std::fs::create_dir_all(format!("{}/sub/dir", sb.workdir)).unwrap();
+    std::fs::create_dir_all(s.workspace(&sb).join("sub/dir")).unwrap();
     let mut start = shell(
         &sb.id,
         "e",
-        "pwd; echo $HOME; echo $GREETING; echo ${CARGO_MANIFEST_DIR:-none}",
+        "pwd; echo $HOME; echo $GREETING; echo ${CARGO_MANIFEST_DIR:-none}; echo $PATH",
     );
     start.cwd = "sub/dir".into();
     start.env.insert("GREETING".into(), "hello".into());
     let o = run(&s.client, start).await;
     let lines: Vec<String> = o.stdout_str().lines().map(str::to_owned).collect();
     assert_eq!(lines[0], format!("{}/sub/dir", sb.workdir));
-    assert_eq!(lines[1], sb.workdir);
+    assert_eq!(lines[1], s.home(&sb), "HOME");
     assert_eq!(lines[2], "hello");
     assert!(
         std::env::var_os("CARGO_MANIFEST_DIR").is_some(),
@@ -116,6 +136,8 @@ async fn env_cwd_and_home() {
         lines[3], "none",
         "the executor's environment must not leak in"
     );
+    assert_eq!(lines[4], s.path_var(), "PATH");
+    assert_eq!(lines.len(), 5, "{lines:?}");
     // SIGPIPE has its default action in sandboxed processes (no "Broken pipe" errors).
     let o = run(&s.client, shell(&sb.id, "pipe", "yes | head -n 1")).await;
     assert_eq!(o.stdout_str(), "y\n");
@@ -127,9 +149,8 @@ async fn env_cwd_and_home() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn stdin_pipe_to_cat() {
-    let s = Server::start().await;
+async fn stdin_pipe_to_cat(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut start = argv(&sb.id, "cat", &["cat"]);
     start.stdin = pb::StdinMode::Pipe as i32;
@@ -160,34 +181,19 @@ async fn stdin_pipe_to_cat() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn stdin_hole_is_an_error_and_null_stdin_reads_eof() {
-    let s = Server::start().await;
+async fn stdin_hole_is_an_error_and_null_stdin_reads_eof(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut start = argv(&sb.id, "cat", &["cat"]);
     start.stdin = pb::StdinMode::Pipe as i32;
-    let mut stream = ExecStream::start(&s.client, start).await;
+    let stream = ExecStream::start(&s.client, start).await;
     stream
         .send(Req::Stdin(pb::StdinChunk {
             data: b"x".to_vec(),
             offset: 5,
         }))
         .await;
-    let mut status = None;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), stream.rx.message())
-            .await
-            .expect("timeout")
-        {
-            Ok(Some(_)) => continue,
-            Ok(None) => break,
-            Err(e) => {
-                status = Some(e);
-                break;
-            }
-        }
-    }
-    let status = status.expect("an error status");
+    let status = stream.error_status().await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
     assert!(status.message().contains("hole"), "{}", status.message());
     // stdin NULL: cat sees end of file at once.
@@ -196,9 +202,8 @@ async fn stdin_hole_is_an_error_and_null_stdin_reads_eof() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn timeout_terms_then_kills_the_whole_group() {
-    let s = Server::start().await;
+async fn timeout_terms_then_kills_the_whole_group(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut start = shell(&sb.id, "t", "trap '' TERM; sleep 1000 & echo $!; sleep 60");
     start.limits = Some(pb::ExecLimits {
@@ -212,18 +217,18 @@ async fn timeout_terms_then_kills_the_whole_group() {
     assert_eq!(e.signal, Some(9), "TERM is ignored, so KILL ends it: {e:?}");
     assert_eq!(e.exit_code, None);
     let grandchild: u32 = o.stdout_str().trim().parse().expect("background pid");
+    let (ex, id) = (&s, sb.id.as_str());
     wait_until(
         "the background grandchild to die",
         Duration::from_secs(10),
-        || async move { !alive(grandchild) },
+        || async move { !ex.alive(id, grandchild).await },
     )
     .await;
     s.stop().await;
 }
 
-#[tokio::test]
-async fn timeout_with_term_only() {
-    let s = Server::start().await;
+async fn timeout_with_term_only(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut start = argv(&sb.id, "t", &["sleep", "60"]);
     start.limits = Some(pb::ExecLimits {
@@ -236,15 +241,15 @@ async fn timeout_with_term_only() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn spawn_failures_are_typed() {
-    let s = Server::start().await;
+async fn spawn_failures_are_typed(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
-    let ws = sb.workdir.clone();
-    std::fs::write(format!("{ws}/noexec.sh"), "#!/bin/sh\necho no\n").unwrap();
-    std::fs::create_dir_all(format!("{ws}/dir")).unwrap();
+    // `host` is the workspace as this test sees it, `ws` as the sandbox's processes see it.
+    let (host, ws) = (s.workspace(&sb), sb.workdir.clone());
+    std::fs::write(host.join("noexec.sh"), "#!/bin/sh\necho no\n").unwrap();
+    std::fs::create_dir_all(host.join("dir")).unwrap();
     let outside = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(outside.path(), format!("{ws}/outside")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), host.join("outside")).unwrap();
 
     let o = run(
         &s.client,
@@ -261,9 +266,14 @@ async fn spawn_failures_are_typed() {
             .contains("definitely-not-a-command-xyz")
     );
 
+    let o = run(&s.client, argv(&sb.id, "nf2", &["/no/such/path"])).await;
+    assert_eq!(failure(&o), pb::SpawnFailure::NotFound);
+
     let o = run(&s.client, argv(&sb.id, "pd", &["./noexec.sh"])).await;
     assert_eq!(failure(&o), pb::SpawnFailure::PermissionDenied);
     let o = run(&s.client, argv(&sb.id, "pd2", &[&format!("{ws}/dir")])).await;
+    assert_eq!(failure(&o), pb::SpawnFailure::PermissionDenied);
+    let o = run(&s.client, argv(&sb.id, "pd3", &["/etc/passwd"])).await;
     assert_eq!(failure(&o), pb::SpawnFailure::PermissionDenied);
 
     for (id, cwd) in [
@@ -318,9 +328,8 @@ async fn spawn_failures_are_typed() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn client_signal_int() {
-    let s = Server::start().await;
+async fn client_signal_int(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut stream = ExecStream::start(&s.client, argv(&sb.id, "sig", &["sleep", "60"])).await;
     assert!(matches!(stream.next().await, Some(Resp::Started(_))));
@@ -336,9 +345,8 @@ async fn client_signal_int() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn output_cap_keeps_head_gap_and_tail() {
-    let s = Server::start().await;
+async fn output_cap_keeps_head_gap_and_tail(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let expected: String = (1..=1000).map(|i| format!("{i}\n")).collect();
     let mut start = shell(&sb.id, "cap", "seq 1 1000; echo small >&2");
@@ -370,9 +378,8 @@ async fn output_cap_keeps_head_gap_and_tail() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn repeated_start_attaches_instead_of_running_twice() {
-    let s = Server::start().await;
+async fn repeated_start_attaches_instead_of_running_twice(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let script = "echo ran >> count.txt; echo hello; sleep 0.5; echo bye";
     let mut first = ExecStream::start(&s.client, shell(&sb.id, "once", script)).await;
@@ -392,7 +399,7 @@ async fn repeated_start_attaches_instead_of_running_twice() {
     let c = run(&s.client, shell(&sb.id, "once", script)).await;
     assert!(c.started.as_ref().unwrap().attached);
     assert_eq!(c.stdout_str(), "hello\nbye\n");
-    let count = std::fs::read_to_string(format!("{}/count.txt", sb.workdir)).unwrap();
+    let count = std::fs::read_to_string(s.workspace(&sb).join("count.txt")).unwrap();
     assert_eq!(count, "ran\n", "the command ran exactly once");
     // Same id, other spec: refused.
     let err = ExecStream::open(&s.client, Req::Start(shell(&sb.id, "once", "echo other")))
@@ -403,11 +410,10 @@ async fn repeated_start_attaches_instead_of_running_twice() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn attach_by_offset_after_a_disconnect() {
+async fn attach_by_offset_after_a_disconnect(backend: Backend) {
     // The re-attach happens well within the 1 s grace; the process outlives the grace, so it
     // survives only if the re-attach cancelled the pending kill.
-    let s = Server::start_with(|c| c.disconnect_grace_ms = 1000).await;
+    let s = Executor::start_with(backend, |c| c.disconnect_grace_ms = 1000).await;
     let sb = s.sandbox().await;
     let script = "echo first; sleep 2; echo second; echo err >&2";
     let mut stream = ExecStream::start(&s.client, shell(&sb.id, "att", script)).await;
@@ -429,7 +435,7 @@ async fn attach_by_offset_after_a_disconnect() {
     let o = ExecStream::open(&s.client, Req::Attach(attach))
         .await
         .unwrap()
-        .collect_from([6, 0])
+        .collect_from([6, 0, 0])
         .await;
     let started = o.started.clone().unwrap();
     assert!(started.attached);
@@ -465,9 +471,8 @@ async fn attach_by_offset_after_a_disconnect() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn disconnect_kill_policy_kills_and_detach_keeps_running() {
-    let s = Server::start().await; // disconnect grace 300 ms
+async fn disconnect_kill_policy_kills_and_detach_keeps_running(backend: Backend) {
+    let s = Executor::start(backend).await; // disconnect grace 300 ms
     let sb = s.sandbox().await;
     let mut client = s.client.clone();
 
@@ -527,9 +532,8 @@ async fn disconnect_kill_policy_kills_and_detach_keeps_running() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn fifty_concurrent_execs_in_one_sandbox() {
-    let s = Server::start().await;
+async fn fifty_concurrent_execs_in_one_sandbox(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -552,9 +556,8 @@ async fn fifty_concurrent_execs_in_one_sandbox() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn concurrency_cap_and_stream_errors() {
-    let s = Server::start_with(|c| c.max_concurrent_execs = 2).await;
+async fn concurrency_cap_and_stream_errors(backend: Backend) {
+    let s = Executor::start_with(backend, |c| c.max_concurrent_execs = 2).await;
     let sb = s.sandbox().await;
     let mut a = ExecStream::start(&s.client, argv(&sb.id, "a", &["sleep", "60"])).await;
     let mut b = ExecStream::start(&s.client, argv(&sb.id, "b", &["sleep", "60"])).await;
@@ -606,9 +609,8 @@ async fn concurrency_cap_and_stream_errors() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn keepalive_after_silence() {
-    let s = Server::start_with(|c| c.keepalive_ms = 50).await;
+async fn keepalive_after_silence(backend: Backend) {
+    let s = Executor::start_with(backend, |c| c.keepalive_ms = 50).await;
     let sb = s.sandbox().await;
     let o = run(&s.client, shell(&sb.id, "ka", "sleep 0.5; echo done")).await;
     assert!(o.keepalives >= 1, "{:?}", o.messages);
@@ -616,9 +618,8 @@ async fn keepalive_after_silence() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn idle_notice_then_idle_timeout() {
-    let s = Server::start().await;
+async fn idle_notice_then_idle_timeout(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut start = shell(&sb.id, "idle", "echo x; sleep 60");
     start.limits = Some(pb::ExecLimits {
@@ -632,9 +633,8 @@ async fn idle_notice_then_idle_timeout() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn unary_get_list_wait_signal() {
-    let s = Server::start().await;
+async fn unary_get_list_wait_signal(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut client = s.client.clone();
     let mut start = argv(&sb.id, "long", &["sleep", "60"]);
@@ -748,15 +748,26 @@ async fn unary_get_list_wait_signal() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn shutdown_ends_streams_and_kills_processes() {
-    let s = Server::start().await;
+async fn shutdown_ends_streams_and_kills_processes(backend: Backend) {
+    let mut s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let mut stream = ExecStream::start(&s.client, argv(&sb.id, "long", &["sleep", "60"])).await;
     let Some(Resp::Started(started)) = stream.next().await else {
         panic!("started")
     };
     let pid = started.pid;
+    // A second executor on the same data directory (it re-adopts the sandbox) watches from
+    // inside the sandbox, where the pid means something on every backend.
+    let next = s.second().await;
+    let o = run(
+        &next.client,
+        argv(&sb.id, "", &["cat", &format!("/proc/{pid}/stat")]),
+    )
+    .await;
+    assert!(
+        stat_alive(&o.stdout_str()),
+        "running before the shutdown: {o:?}"
+    );
     let reader = tokio::spawn(async move {
         loop {
             match stream.rx.message().await {
@@ -766,7 +777,7 @@ async fn shutdown_ends_streams_and_kills_processes() {
             }
         }
     });
-    s.stop().await;
+    s.hand_over(next).await; // the first executor shuts down
     let ended = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("stream ended")
@@ -775,10 +786,12 @@ async fn shutdown_ends_streams_and_kills_processes() {
         matches!(ended, Some(tonic::Code::Unavailable) | None),
         "{ended:?}"
     );
+    let (ex, id) = (&s, sb.id.as_str());
     wait_until(
         "the process to be killed",
         Duration::from_secs(10),
-        || async move { !alive(pid) },
+        || async move { !ex.alive(id, pid).await },
     )
     .await;
+    s.stop().await;
 }

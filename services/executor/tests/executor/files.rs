@@ -1,11 +1,21 @@
-//! File operations and path safety.
+//! File operations and path safety, on every backend (the jail is the executor's, on the
+//! host, so the symlinks below are made on the host).
 
 use std::os::unix::fs::symlink;
 
 use cognition_proto::executor::v1 as pb;
 use tokio_stream::StreamExt;
 
+use crate::backend::{Backend, Executor, on_every_backend};
 use crate::support::*;
+
+on_every_backend!(
+    read_write_edit,
+    path_escapes_are_refused,
+    protected_paths_are_read_only,
+    list_glob_grep,
+    upload_download_round_trip,
+);
 
 struct Files {
     client: Client,
@@ -144,9 +154,8 @@ fn denied<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{what}: {err:?}");
 }
 
-#[tokio::test]
-async fn read_write_edit() {
-    let s = Server::start().await;
+async fn read_write_edit(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let f = Files {
         client: s.client.clone(),
@@ -186,6 +195,31 @@ async fn read_write_edit() {
         tonic::Code::InvalidArgument
     );
 
+    // The sandbox's processes read, change and add to what the API wrote (files and the folders
+    // it created are theirs), and the API sees what they write.
+    let o = run(
+        &s.client,
+        shell(
+            &sb.id,
+            "cat",
+            "cat src/deep/a.txt && echo l4 >> src/deep/a.txt && echo made > src/made.txt",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (o.exited().exit_code, o.stdout_str(), o.stderr_str()),
+        (Some(0), "l0\nl1\nl2\nl3\n".to_owned(), String::new()),
+        "a process works on files written through the API"
+    );
+    assert_eq!(
+        f.read("src/made.txt", 0, 0).await.unwrap().content,
+        "made\n"
+    );
+    assert_eq!(
+        f.read("src/deep/a.txt", 4, 0).await.unwrap().content,
+        "l4\n"
+    );
+
     f.write("e.txt", b"let a = 1;\nlet b = 1;\n").await.unwrap();
     assert_eq!(f.edit("e.txt", "let a", "let x", false).await.unwrap(), 1);
     let err = f.edit("e.txt", "= 1", "= 2", false).await.unwrap_err();
@@ -209,12 +243,25 @@ async fn read_write_edit() {
             .code(),
         tonic::Code::NotFound
     );
+    // A file a process made stays the process's after an edit through the API.
+    let o = run(&s.client, shell(&sb.id, "mk", "echo 'x = 1' > p.txt")).await;
+    assert_eq!(o.exited().exit_code, Some(0), "{}", o.stderr_str());
+    assert_eq!(f.edit("p.txt", "1", "2", false).await.unwrap(), 1);
+    let o = run(&s.client, shell(&sb.id, "append", "echo 'y = 3' >> p.txt")).await;
+    assert_eq!(
+        (o.exited().exit_code, o.stderr_str()),
+        (Some(0), String::new()),
+        "a process changes its file after an API edit"
+    );
+    assert_eq!(
+        f.read("p.txt", 0, 0).await.unwrap().content,
+        "x = 2\ny = 3\n"
+    );
     s.stop().await;
 }
 
-#[tokio::test]
-async fn path_escapes_are_refused() {
-    let s = Server::start().await;
+async fn path_escapes_are_refused(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let f = Files {
         client: s.client.clone(),
@@ -222,17 +269,10 @@ async fn path_escapes_are_refused() {
     };
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret.txt"), "top secret").unwrap();
-    symlink(outside.path(), format!("{}/linkdir", sb.workdir)).unwrap();
-    symlink(
-        outside.path().join("secret.txt"),
-        format!("{}/linkfile", sb.workdir),
-    )
-    .unwrap();
-    symlink(
-        outside.path().join("new.txt"),
-        format!("{}/dangling", sb.workdir),
-    )
-    .unwrap();
+    let host = s.workspace(&sb);
+    symlink(outside.path(), host.join("linkdir")).unwrap();
+    symlink(outside.path().join("secret.txt"), host.join("linkfile")).unwrap();
+    symlink(outside.path().join("new.txt"), host.join("dangling")).unwrap();
 
     denied(f.read("../etc/passwd", 0, 0).await, "relative escape");
     denied(f.read("a/../../etc/passwd", 0, 0).await, "nested escape");
@@ -277,9 +317,8 @@ async fn path_escapes_are_refused() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn protected_paths_are_read_only() {
-    let s = Server::start().await;
+async fn protected_paths_are_read_only(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let f = Files {
         client: s.client.clone(),
@@ -316,9 +355,8 @@ async fn protected_paths_are_read_only() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn list_glob_grep() {
-    let s = Server::start().await;
+async fn list_glob_grep(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let f = Files {
         client: s.client.clone(),
@@ -395,9 +433,8 @@ async fn list_glob_grep() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn upload_download_round_trip() {
-    let s = Server::start().await;
+async fn upload_download_round_trip(backend: Backend) {
+    let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     let f = Files {
         client: s.client.clone(),

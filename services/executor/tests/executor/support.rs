@@ -1,5 +1,5 @@
 //! Test support: a real executor on 127.0.0.1:0 with a tempdir sandbox root, a client, and
-//! helpers to drive Exec streams.
+//! helpers to drive Exec streams (shared by the `executor` and `docker` test binaries).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -170,11 +170,27 @@ impl ExecStream {
 
     /// Reads until the stream ends.
     pub async fn collect(self) -> Outcome {
-        self.collect_from([0, 0]).await
+        self.collect_from([0, 0, 0]).await
     }
 
-    /// Reads until the stream ends, for a stream attached after `offsets` bytes.
-    pub async fn collect_from(mut self, offsets: [u64; 2]) -> Outcome {
+    /// The error status the stream ends with (messages before it are skipped), failing the test
+    /// when it ends cleanly or after 20 s.
+    pub async fn error_status(mut self) -> tonic::Status {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), self.rx.message())
+                .await
+                .expect("timed out waiting for the stream to fail")
+            {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without an error status"),
+                Err(status) => return status,
+            }
+        }
+    }
+
+    /// Reads until the stream ends, for a stream attached after `offsets` bytes of
+    /// (stdout, stderr, pty).
+    pub async fn collect_from(mut self, offsets: [u64; 3]) -> Outcome {
         let mut out = Outcome {
             base: offsets,
             ..Default::default()
@@ -192,6 +208,8 @@ pub struct Outcome {
     pub started: Option<pb::ExecStarted>,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Output of the `pty` stream (an exec started with a pty size).
+    pub pty: Vec<u8>,
     pub outputs: Vec<pb::ExecOutput>,
     pub gaps: Vec<pb::OutputGap>,
     pub idles: usize,
@@ -199,8 +217,8 @@ pub struct Outcome {
     pub exited: Option<pb::ExecExited>,
     pub spawn_failed: Option<pb::SpawnFailed>,
     pub messages: Vec<Resp>,
-    /// Offsets (stdout, stderr) the stream started after.
-    pub base: [u64; 2],
+    /// Offsets (stdout, stderr, pty) the stream started after.
+    pub base: [u64; 3],
 }
 
 impl Outcome {
@@ -215,21 +233,15 @@ impl Outcome {
                 self.started = Some(s.clone());
             }
             Resp::Output(o) => {
-                if o.stream == pb::OutputStream::Stdout as i32 {
-                    assert_eq!(
-                        o.offset,
-                        self.base[0] + self.stdout.len() as u64 + self.gap_bytes(o.stream),
-                        "stdout offset"
-                    );
-                    self.stdout.extend_from_slice(&o.data);
-                } else {
-                    assert_eq!(
-                        o.offset,
-                        self.base[1] + self.stderr.len() as u64 + self.gap_bytes(o.stream),
-                        "stderr offset"
-                    );
-                    self.stderr.extend_from_slice(&o.data);
-                }
+                let gap = self.gap_bytes(o.stream);
+                let (name, base, bytes) = match pb::OutputStream::try_from(o.stream) {
+                    Ok(pb::OutputStream::Stdout) => ("stdout", self.base[0], &mut self.stdout),
+                    Ok(pb::OutputStream::Stderr) => ("stderr", self.base[1], &mut self.stderr),
+                    Ok(pb::OutputStream::Pty) => ("pty", self.base[2], &mut self.pty),
+                    other => panic!("output on an unknown stream {other:?}: {o:?}"),
+                };
+                assert_eq!(o.offset, base + bytes.len() as u64 + gap, "{name} offset");
+                bytes.extend_from_slice(&o.data);
                 self.outputs.push(o.clone());
             }
             Resp::Gap(g) => self.gaps.push(*g),
@@ -257,6 +269,14 @@ impl Outcome {
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    pub fn pty_str(&self) -> String {
+        String::from_utf8_lossy(&self.pty).into_owned()
+    }
 }
 
 /// Runs a start to completion.
@@ -283,14 +303,15 @@ where
     }
 }
 
-/// Whether a process exists and is not a zombie.
+/// Whether a process of this host exists and is not a zombie (local backend pids only: a Docker
+/// sandbox's pids live in the container's namespace, see `Executor::alive`).
 pub fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-                != Some('Z')
-        }
-        Err(_) => false,
-    }
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| stat_alive(&stat))
+}
+
+/// Whether a `/proc/<pid>/stat` line describes a process that is not a zombie.
+pub fn stat_alive(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| state != 'Z')
 }

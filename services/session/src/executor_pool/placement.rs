@@ -61,6 +61,10 @@ pub(super) async fn candidates(pool: &ExecutorPool, sandbox_id: &str) -> Vec<Rep
 
 /// Asks `replica` for its sandboxes. `None` when it is gone (marked down) or timed out; a
 /// replica that answers with an error stays a candidate with an unknown (maximal) load.
+///
+/// The survey is unscoped on purpose: the load is every tenant's sandboxes. It reads only
+/// counts and whether `sandbox_id` exists; the creation that follows acts for the session's
+/// scope, so the executor refuses a holder of another scope.
 async fn survey(pool: &ExecutorPool, replica: ReplicaId, sandbox_id: &str) -> Option<Report> {
     let mut client = pool.client(replica);
     let listed = tokio::time::timeout(

@@ -8,17 +8,22 @@
 //! (a transport failure, also mid-command), the pool forgets the sandbox and the call ends
 //! with [`ExecutorError::Lost`] / [`ExecutorError::LostWhileRunning`]; the next call gets a
 //! fresh sandbox on a live replica.
+//!
+//! Every call acts for the session's scope: the [`Sandbox`] handle carries it, and the client
+//! for a sandbox sends it as `x-cognition-scope-<key>` metadata, so the executor refuses a call
+//! that reaches another tenant's sandbox (`PERMISSION_DENIED`, reported as a refusal).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use cognition_proto::executor::v1 as pb;
+use cognition_proto::scope::Scope;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 pub use crate::executor_pool::ExecutorError;
-use crate::executor_pool::{ExecutorClient, ExecutorPool, ReplicaId, is_transport_failure};
+use crate::executor_pool::{ExecutorPool, ReplicaId, ScopedExecutorClient, is_transport_failure};
 use crate::sandboxes::SESSION_LABEL;
 
 /// Bound on one unary executor call (file operations).
@@ -45,6 +50,8 @@ pub struct Sandbox {
     pub workdir: String,
     /// The replica holding the sandbox.
     pub replica: ReplicaId,
+    /// The session's scope, sent with every call on the sandbox.
+    pub scope: Scope,
 }
 
 /// How a command ended.
@@ -76,8 +83,8 @@ impl Executor {
         self.pool.home(&sandbox.id) == Some(sandbox.replica)
     }
 
-    fn client(&self, sandbox: &Sandbox) -> ExecutorClient {
-        self.pool.client(sandbox.replica)
+    fn client(&self, sandbox: &Sandbox) -> ScopedExecutorClient {
+        self.pool.client_for(sandbox.replica, &sandbox.scope)
     }
 
     /// The error for a failed call on `sandbox`: a transport failure loses the sandbox.
@@ -108,7 +115,8 @@ impl Executor {
     }
 
     /// Creates (or finds: the id is the idempotency key) the sandbox of a session, labelled
-    /// with the session id and the session's scopes, on the replica the pool chooses.
+    /// with the session id and the session's scopes, on the replica the pool chooses. The
+    /// call acts for those scopes (the executor stamps the same labels and checks them).
     pub async fn ensure_sandbox(
         &self,
         session_id: &str,
@@ -119,18 +127,23 @@ impl Executor {
             .map(|(k, v)| (format!("{SCOPE_LABEL_PREFIX}{k}"), v.clone()))
             .collect();
         labels.insert(SESSION_LABEL.to_owned(), session_id.to_owned());
+        let scope = Scope(scopes.clone());
         let (replica, sandbox) = self
             .pool
-            .ensure_sandbox(pb::CreateSandboxRequest {
-                sandbox_id: session_id.to_owned(),
-                labels,
-                ..Default::default()
-            })
+            .ensure_sandbox(
+                pb::CreateSandboxRequest {
+                    sandbox_id: session_id.to_owned(),
+                    labels,
+                    ..Default::default()
+                },
+                &scope,
+            )
             .await?;
         Ok(Sandbox {
             id: sandbox.id,
             workdir: sandbox.workdir,
             replica,
+            scope,
         })
     }
 

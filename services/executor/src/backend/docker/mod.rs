@@ -50,7 +50,7 @@ use super::{SandboxBackend, agent_client};
 use crate::config::Config;
 use crate::error::Error;
 use crate::files::SandboxFiles;
-use crate::files::local::LocalFiles;
+use crate::files::local::{LocalFiles, Owner};
 use crate::ids::SandboxId;
 use crate::paths::{Jail, Protected};
 use crate::process::{
@@ -879,6 +879,10 @@ impl SandboxBackend for DockerBackend {
             });
         }
         let jail = Arc::new(self.jail(id)?);
-        Ok(Arc::new(LocalFiles::new(jail)) as Arc<dyn SandboxFiles>)
+        let owner = Owner {
+            uid: self.settings.uid,
+            gid: self.settings.gid,
+        };
+        Ok(Arc::new(LocalFiles::new(jail).owned_by(owner)) as Arc<dyn SandboxFiles>)
     }
 }
