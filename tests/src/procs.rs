@@ -19,8 +19,34 @@ pub struct Proc {
 
 impl Proc {
     /// Starts binary `name` of this workspace with `args` and `env` (and a clean COGNITION_*
-    /// environment).
+    /// environment, `COGNITION_LOG_LEVEL=warn` unless `env` sets it); its output goes to the
+    /// test's.
     pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Proc> {
+        Self::start(name, args, env, Stdio::inherit(), Stdio::inherit())
+    }
+
+    /// As [`Proc::spawn`], with stdout and stderr both appended to the file `log` (for tests
+    /// that read the service's log lines).
+    pub fn spawn_logging_to(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        Self::start(name, args, env, file.try_clone()?.into(), file.into())
+    }
+
+    fn start(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> anyhow::Result<Proc> {
         let path = cognition_harness::bin(name)?;
         let mut cmd = Command::new(path);
         cmd.args(args);
@@ -29,11 +55,11 @@ impl Proc {
                 cmd.env_remove(k);
             }
         }
-        cmd.envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("COGNITION_LOG_LEVEL", "warn")
+        cmd.env("COGNITION_LOG_LEVEL", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+            .stdout(stdout)
+            .stderr(stderr);
         Ok(Proc {
             name: name.to_owned(),
             child: cmd.spawn()?,

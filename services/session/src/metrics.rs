@@ -3,6 +3,11 @@
 //! * `cognition_llm_call_duration_seconds{provider,model}` (histogram): model calls that
 //!   finished their answer, from the request (retries and fallbacks included) to the last event;
 //!   recorded by the agent loop ([`crate::run`]).
+//! * `cognition_llm_tokens_total{provider,model,kind}` (counter): tokens the model calls reported
+//!   in their usage, `kind` = `input` or `output`.
+//! * `cognition_llm_cost_microusd_total{provider,model}` (counter): the estimated cost of those
+//!   calls ([`crate::llm::estimate_cost`]) in millionths of a US dollar, rounded per call (the
+//!   `metrics` counters are integers; divide by 1e6 for USD). Unknown prices count 0.
 //! * `cognition_tool_calls_total{tool,status}` (counter): tool calls of the agent loop; `status`
 //!   is `ok` (exit code 0), `error` or `cancelled`; a name that is no built-in tool counts as
 //!   `tool="unknown"` (a model's invented names must not grow the label set).
@@ -19,7 +24,11 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 
+use crate::llm::Usage;
+
 pub const LLM_CALL_DURATION_SECONDS: &str = "cognition_llm_call_duration_seconds";
+pub const LLM_TOKENS_TOTAL: &str = "cognition_llm_tokens_total";
+pub const LLM_COST_MICROUSD_TOTAL: &str = "cognition_llm_cost_microusd_total";
 pub const TOOL_CALLS_TOTAL: &str = "cognition_tool_calls_total";
 pub const ACTIVE_SESSIONS: &str = "cognition_active_sessions";
 pub const RUNS_TOTAL: &str = "cognition_runs_total";
@@ -31,6 +40,14 @@ pub fn describe() {
         LLM_CALL_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "Model calls that finished, from the request (retries included) to the last event."
+    );
+    metrics::describe_counter!(
+        LLM_TOKENS_TOTAL,
+        "Tokens reported by model calls, by kind (input, output)."
+    );
+    metrics::describe_counter!(
+        LLM_COST_MICROUSD_TOTAL,
+        "Estimated cost of model calls in millionths of a US dollar (list prices)."
     );
     metrics::describe_counter!(TOOL_CALLS_TOTAL, "Tool calls by tool and status.");
     metrics::describe_gauge!(
@@ -48,6 +65,25 @@ pub fn llm_call(provider: &str, model: &str, took: Duration) {
         "model" => model.to_owned(),
     )
     .record(took.as_secs_f64());
+}
+
+/// Counts the tokens and the estimated cost (`cost_usd`) of a finished model call.
+pub fn llm_usage(provider: &str, model: &str, usage: Usage, cost_usd: f64) {
+    let (provider, model) = (provider.to_owned(), model.to_owned());
+    for (kind, tokens) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+    ] {
+        counter!(
+            LLM_TOKENS_TOTAL,
+            "provider" => provider.clone(),
+            "model" => model.clone(),
+            "kind" => kind,
+        )
+        .increment(tokens);
+    }
+    counter!(LLM_COST_MICROUSD_TOTAL, "provider" => provider, "model" => model)
+        .increment((cost_usd * 1_000_000.0).round() as u64);
 }
 
 /// Counts a tool call; `name` is reported only when it is a built-in tool.

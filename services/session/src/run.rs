@@ -30,6 +30,7 @@ pub mod recovery;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cognition_telemetry::TraceParent;
 use futures::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -355,12 +356,18 @@ impl RunManager {
 
 /// Starts executing `run` (already `running` under our lease) in a tracked task; when it
 /// ends, starts the session's next queued run.
+///
+/// The task is detached from the caller, but its `turn` span stays in the caller's trace: it is
+/// the child of the span current here (the `SendMessage` call for a run started at once). A
+/// queued run started later by another run's end or by the sweep has no such span and starts
+/// a trace of its own.
 pub(crate) fn spawn(inner: &Arc<Inner>, run: Run, user_message: Message) {
     let handle = inner.local.register(run.id, run.session_id);
     let task_inner = Arc::clone(inner);
+    let parent = TraceParent::current();
     inner.tasks.spawn(async move {
         let (run_id, session_id) = (run.id, run.session_id);
-        agent::execute(&task_inner, run, user_message, handle).await;
+        agent::execute(&task_inner, run, user_message, handle, parent).await;
         task_inner.local.remove(run_id);
         start_next(&task_inner, session_id).await;
     });

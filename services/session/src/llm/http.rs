@@ -1,6 +1,6 @@
-//! HTTP plumbing shared by the HTTP providers: the client, sending a request and turning a
-//! failed response into an [`LlmError`] with a short message (never the API key) and the
-//! provider's `Retry-After`.
+//! HTTP plumbing shared by the HTTP providers: the client, sending a request (with the trace
+//! context) and turning a failed response into an [`LlmError`] with a short message (never the
+//! API key) and the provider's `Retry-After`.
 
 use std::time::Duration;
 
@@ -30,14 +30,18 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// Sends `request`; a non-2xx status becomes [`LlmError::Http`] with the provider's message
-/// and `Retry-After`, a failed connection [`LlmError::Transport`].
+/// Sends `request` with the current span's `traceparent` (the agent loop's `llm.call`); a
+/// non-2xx status becomes [`LlmError::Http`] with the provider's message and `Retry-After`, a
+/// failed connection [`LlmError::Transport`].
 pub async fn send(
     provider: &str,
     request: reqwest::RequestBuilder,
     key: Option<&Secret>,
 ) -> Result<reqwest::Response, Failure> {
+    let mut trace = HeaderMap::new();
+    cognition_telemetry::grpc::inject_headers(&mut trace);
     let response = request
+        .headers(trace)
         .send()
         .await
         .map_err(|e| Failure::from(transport(provider, &e, key)))?;

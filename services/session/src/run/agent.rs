@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use cognition_errors::Code;
 use cognition_proto::scope::Scope;
+use cognition_telemetry::TraceParent;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -215,20 +216,32 @@ impl Turn {
     fn add_usage(&mut self, model: &ModelId, usage: Usage) {
         self.input_tokens += usage.input_tokens;
         self.output_tokens += usage.output_tokens;
-        self.cost += estimate_cost(model, usage);
+        let cost = estimate_cost(model, usage);
+        self.cost += cost;
+        metrics::llm_usage(&model.provider, &model.model, usage, cost);
         self.usage_seen = true;
     }
 }
 
 /// Executes `run` to its end. Never panics on model, tool or store failures.
+///
+/// Its `turn` span is the trace child of `parent`: the `SendMessage` call that started the run
+/// (the run itself is a detached task, see [`super::spawn`]).
 pub(crate) async fn execute(
     inner: &Arc<Inner>,
     run: Run,
     user_message: Message,
     handle: RunHandle,
+    parent: TraceParent,
 ) {
     let emitter = Emitter::new(inner, run.session_id, run.id);
-    let span = tracing::info_span!("run", run_id = %run.id, session_id = %run.session_id);
+    let span = tracing::info_span!(
+        parent: None,
+        "turn",
+        run_id = %run.id,
+        session_id = %run.session_id,
+    );
+    parent.adopt(&span);
     let _active = metrics::ActiveSession::start();
     // On `Halt` nothing more can be written; the lease expires and recovery closes the run.
     if drive(inner, &emitter, &run, user_message, &handle)
@@ -449,14 +462,28 @@ async fn steps(
             max_tokens: config.max_tokens,
         };
         let call_started = Instant::now();
+        // Covers the request (retries and fallbacks included) to the answer's last event.
+        let llm_span = tracing::info_span!(
+            "llm.call",
+            otel.kind = "client",
+            step,
+            provider = tracing::field::Empty,
+            model = tracing::field::Empty,
+            input_tokens = tracing::field::Empty,
+            output_tokens = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let opened = tokio::select! {
             _ = handle.token.cancelled() => return Ok(stopped(handle)),
-            opened = inner.model.stream(request) => opened,
+            opened = inner.model.stream(request).instrument(llm_span.clone()) => opened,
         };
         let (model, mut stream) = match opened {
             Ok(opened) => opened,
-            Err(e) => return Ok(Ending::Llm(e)),
+            Err(e) => return Ok(Ending::Llm(llm_failed(&llm_span, e))),
         };
+        llm_span.record("provider", model.provider.as_str());
+        llm_span.record("model", model.model.as_str());
         turn.model = Some(model.clone());
         let mut calls: Vec<ToolCall> = Vec::new();
         let step_output;
@@ -466,7 +493,7 @@ async fn steps(
                 Some(item) => item,
                 None => tokio::select! {
                     _ = handle.token.cancelled() => return Ok(stopped(handle)),
-                    item = stream.next() => item,
+                    item = stream.next().instrument(llm_span.clone()) => item,
                 },
             };
             match item {
@@ -492,19 +519,23 @@ async fn steps(
                 Some(Ok(ChatEvent::Finished { usage, .. })) => {
                     metrics::llm_call(&model.provider, &model.model, call_started.elapsed());
                     turn.add_usage(&model, usage);
+                    llm_span.record("input_tokens", usage.input_tokens);
+                    llm_span.record("output_tokens", usage.output_tokens);
                     step_output = usage.output_tokens;
                     break;
                 }
-                Some(Err(e)) => return Ok(Ending::Llm(e)),
+                Some(Err(e)) => return Ok(Ending::Llm(llm_failed(&llm_span, e))),
                 None => {
-                    return Ok(Ending::Llm(LlmError::Protocol {
+                    let broken = LlmError::Protocol {
                         provider: model.provider.clone(),
                         message: "the stream ended before the answer was complete".into(),
-                    }));
+                    };
+                    return Ok(Ending::Llm(llm_failed(&llm_span, broken)));
                 }
             }
         }
         drop(stream);
+        drop(llm_span);
         let saved = emitter
             .save(NewMessage {
                 tool_calls: calls.clone(),
@@ -544,10 +575,22 @@ async fn steps(
                 })
                 .await?;
             let exec_id = format!("{}-{}-{}", run.id.simple(), step, i);
+            let tool_span = tracing::info_span!(
+                "tool.call",
+                tool = %call.name,
+                tool_call_id = %call.id,
+                exec_id = %exec_id,
+                exit_code = tracing::field::Empty,
+            );
             let outcome = inner
                 .toolbox
                 .call(tool_ctx, call, profile.tools, exec_id, &handle.token)
+                .instrument(tool_span.clone())
                 .await;
+            if let Outcome::Finished(result) = &outcome {
+                tool_span.record("exit_code", result.exit_code);
+            }
+            drop(tool_span);
             match outcome {
                 Outcome::Finished(result) => {
                     let status = if result.exit_code == 0 { "ok" } else { "error" };
@@ -587,6 +630,13 @@ async fn steps(
     }
     // The loop returns on the last step; reaching here means limit == 0, prevented above.
     Ok(Ending::RecursionLimit(limit))
+}
+
+/// Marks the `llm.call` span failed with `error`, and returns it.
+fn llm_failed(span: &tracing::Span, error: LlmError) -> LlmError {
+    span.record("otel.status_code", "ERROR");
+    span.record("error", tracing::field::display(&error));
+    error
 }
 
 fn stopped(handle: &RunHandle) -> Ending {
