@@ -122,7 +122,13 @@ impl FakeLlm {
 
     /// Starts a server on `127.0.0.1:0`.
     pub async fn try_start() -> std::io::Result<FakeLlm> {
-        let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        FakeLlm::try_start_on(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a server on `addr` (the `cognition-fake-llm` binary listens on `0.0.0.0:<port>`
+    /// inside a container; tests use [`FakeLlm::start`]).
+    pub async fn try_start_on(addr: SocketAddr) -> std::io::Result<FakeLlm> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let state = AppState {
             shared: Arc::new(Mutex::new(Shared {
