@@ -6,10 +6,20 @@
 //! - [`turns`]: agent turns through gateway → session service → fake LLM, and the fake LLM's
 //!   own time for the same reply;
 //! - [`watchers`]: many `GET /sessions/{id}/events` streams following one turn;
-//! - [`memory`]: RSS per idle session and RSS growth over many turns.
+//! - [`memory`]: RSS per idle session and RSS growth over many turns;
+//! - [`exec`]: `Exec` against the executor binary (local or Docker): sandbox creation,
+//!   `echo hi` round trip, stdout throughput;
+//! - [`sandbox`]: new session → first tool output through `cognition up` (local, Docker cold,
+//!   Docker warm pool);
+//! - [`docker`]: one run's containers through the `docker` command line;
+//! - [`options`]: the program's command line.
 
+pub mod docker;
+pub mod exec;
 pub mod http;
 pub mod memory;
+pub mod options;
+pub mod sandbox;
 pub mod sse;
 pub mod stack;
 pub mod turns;

@@ -25,6 +25,14 @@ impl Up {
     /// `llm_base_url`, the session service uses it as its OpenAI-compatible provider (model
     /// `fake`, no retries).
     pub async fn start(llm_base_url: Option<&str>) -> anyhow::Result<Up> {
+        Up::start_with(llm_base_url, &[]).await
+    }
+
+    /// [`Up::start`] with more variables (`COGNITION_SANDBOX_BACKEND`, …) for the process.
+    pub async fn start_with(
+        llm_base_url: Option<&str>,
+        extra_env: &[(&str, String)],
+    ) -> anyhow::Result<Up> {
         let dir = tempfile::tempdir()?;
         let addr = free_addr()?;
         let mut env = vec![
@@ -39,6 +47,7 @@ impl Up {
                 ("COGNITION_LLM_MAX_RETRIES", "0".to_owned()),
             ]);
         }
+        env.extend(extra_env.iter().cloned());
         let proc = Proc::spawn("cognition", &["up"], &env)?;
         wait_listening(addr, Duration::from_secs(30)).await?;
         Ok(Up {
@@ -46,6 +55,19 @@ impl Up {
             proc,
             _dir: dir,
         })
+    }
+
+    /// The data directory (`COGNITION_DATA_DIR`) of this stack.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Stops the stack gracefully (SIGINT, as Ctrl-C: the executor removes its warm
+    /// containers) and waits up to `timeout` for the process to exit.
+    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<()> {
+        let status = self.proc.interrupt(timeout)?;
+        anyhow::ensure!(status.success(), "`cognition up` exited with {status}");
+        Ok(())
     }
 
     /// Resident memory of the process, KiB.

@@ -13,15 +13,26 @@
 //!   turns); 1,000 `GET …/events` watchers following one turn;
 //! * RSS per idle session (10,000 sessions) and RSS growth over 1,000 turns, on a fresh stack;
 //! * time from process start to the first healthy answer, per service binary;
-//! * `echo hi` round trip through `Exec` on the local backend.
+//! * executor and sandboxes: `echo hi` round trip through `Exec`, one exec's stdout throughput
+//!   and sandbox creation on the local and the Docker backend (the `cognition-executor`
+//!   binary), and new session → first tool output through `cognition up` on the local backend,
+//!   on Docker cold and on Docker with a warm pool.
+//!
+//! `cognition-bench [--only GROUP[,GROUP…]] [--no-docker]`: the groups are `rest`, `turns`,
+//! `memory`, `startup` and `sandbox` (all by default); `--no-docker` leaves out the Docker rows
+//! (which need the `docker` command, a running engine and the image of
+//! `compose/sandbox/build.sh`).
 //!
 //! The load generator (and the fake LLM) run on the same machine, so figures are conservative.
 
 use std::time::{Duration, Instant};
 
+use cognition_e2e::bench::exec::{Backend, Executor};
 use cognition_e2e::bench::http::{Until, load, request};
+use cognition_e2e::bench::options::{Group, Options, USAGE};
+use cognition_e2e::bench::sandbox::{FirstToolOutput, Setup};
 use cognition_e2e::bench::stack::{SESSION_BODY, Up, create_session, raise_fd_limit};
-use cognition_e2e::bench::{Samples, memory, turns, watchers};
+use cognition_e2e::bench::{docker, exec, memory, sandbox, turns, watchers};
 use cognition_e2e::procs::{Proc, free_addr, wait_listening};
 use cognition_fake_llm::FakeLlm;
 
@@ -40,20 +51,79 @@ const GROWTH_TURNS: usize = 1000;
 /// Soft limit on open files asked for (the watchers need one socket each here and in the
 /// gateway; `cognition up` inherits the limit).
 const NOFILE: u64 = 65_536;
+/// Measured `echo hi` execs per backend.
+const ECHO_EXECS: usize = 2000;
+/// Output of the throughput exec, MiB.
+const THROUGHPUT_MIB: u64 = 1024;
+/// Sandboxes created one after the other per backend.
+const SANDBOX_CREATES: usize = 10;
+/// Sessions per "new session → first tool output" setup.
+const FIRST_OUTPUT_SESSIONS: usize = 20;
+/// `COGNITION_SANDBOX_WARM_POOL` of the warm setup.
+const WARM_POOL: u32 = 4;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> anyhow::Result<()> {
+    let options = match Options::parse(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        Err(e) => {
+            eprintln!("cognition-bench: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
     let duration = Duration::from_secs(seconds);
     let nofile = raise_fd_limit(NOFILE)?;
-    if nofile < (2 * WATCHERS + 512) as u64 {
+    if options.runs(Group::Turns) && nofile < (2 * WATCHERS + 512) as u64 {
         eprintln!("bench: only {nofile} open files allowed; the watcher measure may fail");
     }
     let mut rows = Vec::new();
+    if options.runs(Group::Rest) {
+        rest(&mut rows, duration).await?;
+    }
+    if options.runs(Group::Turns) || options.runs(Group::Memory) {
+        let llm = FakeLlm::start().await;
+        llm.set_default(turns::reply());
+        let llm_url = llm.openai_base_url();
+        if options.runs(Group::Turns) {
+            turn_rows(&mut rows, &llm, &llm_url, duration).await?;
+        }
+        if options.runs(Group::Memory) {
+            memory_rows(&mut rows, &llm_url).await?;
+        }
+        // Only now: freeing what the fake LLM recorded must not land inside a measure.
+        drop(llm);
+    }
+    if options.runs(Group::Startup) {
+        progress("start → healthy");
+        for (name, ms) in health_after_start().await? {
+            rows.push(row(
+                &format!("{name}: start → healthy"),
+                format!("{ms:.0} ms"),
+                "≤ 200 ms",
+            ));
+        }
+    }
+    if options.runs(Group::Sandbox) {
+        sandbox_rows(&mut rows, options.docker).await;
+    }
 
+    println!("\n| measure | result | budget |\n|---|---|---|");
+    for r in rows {
+        println!("{r}");
+    }
+    Ok(())
+}
+
+/// Idle RSS, `GET /sessions/{id}` and `POST /sessions` under load.
+async fn rest(rows: &mut Vec<String>, duration: Duration) -> anyhow::Result<()> {
     progress("REST load");
     let up = Up::start(None).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -105,11 +175,17 @@ async fn main() -> anyhow::Result<()> {
         "≥ 1,500 req/s, 0 errors",
     ));
     drop(up);
+    Ok(())
+}
 
-    let llm = FakeLlm::start().await;
-    llm.set_default(turns::reply());
-    let llm_url = llm.openai_base_url();
-    let up = Up::start(Some(&llm_url)).await?;
+/// Turns at concurrency 1 and 16, and 1,000 watchers on one turn.
+async fn turn_rows(
+    rows: &mut Vec<String>,
+    llm: &FakeLlm,
+    llm_url: &str,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let up = Up::start(Some(llm_url)).await?;
     progress("turns at concurrency 1");
     // On the runtime's worker thread, like the fake LLM and the connections (not on `main`'s).
     let latency = tokio::spawn(turns::latency(
@@ -189,9 +265,13 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => rows.push(row(what, failed(e), "all delivered")),
     }
     drop(up);
+    Ok(())
+}
 
+/// RSS per idle session and RSS growth over turns, on a fresh stack.
+async fn memory_rows(rows: &mut Vec<String>, llm_url: &str) -> anyhow::Result<()> {
     progress("memory");
-    let up = Up::start(Some(&llm_url)).await?;
+    let up = Up::start(Some(llm_url)).await?;
     let what = "session memory per idle session (10,000 sessions)";
     match memory::idle_sessions(&up, 200, IDLE_SESSIONS).await {
         Ok(g) => rows.push(row(
@@ -225,29 +305,6 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => rows.push(row(what, failed(e), "≤ 30 MB")),
     }
     drop(up);
-
-    progress("start → healthy, exec");
-    for (name, ms) in health_after_start().await? {
-        rows.push(row(
-            &format!("{name}: start → healthy"),
-            format!("{ms:.0} ms"),
-            "≤ 200 ms",
-        ));
-    }
-    let (p50, p99) = exec_latency(2000).await?;
-    rows.push(row(
-        "`echo hi` through Exec, local",
-        format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
-        "≤ 2 ms / ≤ 10 ms",
-    ));
-
-    // Only now: freeing what the fake LLM recorded must not land inside a measure.
-    drop(llm);
-
-    println!("\n| measure | result | budget |\n|---|---|---|");
-    for r in rows {
-        println!("{r}");
-    }
     Ok(())
 }
 
@@ -341,46 +398,171 @@ async fn grpc_healthy(addr: std::net::SocketAddr) -> bool {
     )
 }
 
-async fn exec_latency(n: usize) -> anyhow::Result<(f64, f64)> {
-    use cognition_proto::executor::v1 as pb;
-    let dir = tempfile::tempdir()?;
-    let addr = free_addr()?;
-    let _p = Proc::spawn(
-        "cognition-executor",
-        &[],
-        &[
-            ("COGNITION_EXECUTOR_ADDR", addr.to_string()),
-            ("COGNITION_DATA_DIR", dir.path().display().to_string()),
-        ],
-    )?;
-    wait_listening(addr, Duration::from_secs(30)).await?;
-    let mut client =
-        pb::executor_service_client::ExecutorServiceClient::connect(format!("http://{addr}"))
-            .await?;
-    let sandbox = client
-        .create_sandbox(pb::CreateSandboxRequest::default())
-        .await?
-        .into_inner()
-        .sandbox
-        .ok_or_else(|| anyhow::anyhow!("no sandbox"))?;
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n + 50 {
-        let start = pb::ExecStart {
-            sandbox_id: sandbox.id.clone(),
-            exec_id: uuid::Uuid::new_v4().to_string(),
-            command: Some(pb::exec_start::Command::Argv(pb::Argv {
-                args: vec!["echo".into(), "hi".into()],
-            })),
-            ..Default::default()
-        };
-        let t = Instant::now();
-        let r = cognition_e2e::exec::run(&mut client, start).await?;
-        let elapsed = t.elapsed();
-        anyhow::ensure!(r.stdout == b"hi\n", "unexpected output {:?}", r.stdout);
-        if i >= 50 {
-            lat.push(elapsed.as_secs_f64() * 1000.0);
+/// The executor and sandbox rows: `Exec` on each backend, then new session → first tool output
+/// through `cognition up`. A failed measure becomes a FAILED row; the others still run.
+async fn sandbox_rows(rows: &mut Vec<String>, with_docker: bool) {
+    let docker_ok = if with_docker {
+        docker::available().await
+    } else {
+        Err("left out (--no-docker)".to_owned())
+    };
+    let mut backends = vec![Backend::Local];
+    match &docker_ok {
+        Ok(()) => backends.push(Backend::Docker),
+        Err(why) if with_docker => rows.push(row(
+            "Docker rows",
+            format!("FAILED: Docker is not reachable ({why}); pass --no-docker to leave them out"),
+            "",
+        )),
+        Err(_) => {}
+    }
+    for backend in backends {
+        progress(&format!("Exec, {}", backend.name()));
+        if let Err(e) = exec_rows(rows, backend).await {
+            rows.push(row(&format!("Exec, {}", backend.name()), failed(e), ""));
         }
     }
-    let lat = Samples::new(lat);
-    Ok((lat.pct(50.0), lat.pct(99.0)))
+
+    let llm = FakeLlm::start().await;
+    let mut setups = vec![(
+        Setup::Local,
+        "new session → first tool output, local (reference)",
+        "",
+    )];
+    if docker_ok.is_ok() {
+        setups.push((
+            Setup::Docker { warm_pool: 0 },
+            "new session → first tool output, Docker cold (warm pool 0)",
+            "p50 ≤ 400 ms",
+        ));
+        setups.push((
+            Setup::Docker {
+                warm_pool: WARM_POOL,
+            },
+            "new session → first tool output, Docker warm pool (4)",
+            "p50 ≤ 100 ms",
+        ));
+    }
+    for (setup, what, budget) in setups {
+        progress(what);
+        let result = sandbox::first_tool_output(&llm, setup, FIRST_OUTPUT_SESSIONS).await;
+        rows.push(row(
+            what,
+            match result {
+                Ok(f) => first_output_result(setup, &f),
+                Err(e) => failed(e),
+            },
+            budget,
+        ));
+    }
+}
+
+fn first_output_result(setup: Setup, f: &FirstToolOutput) -> String {
+    let mut out = format!(
+        "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms ({} sessions",
+        f.samples.pct(50.0),
+        f.samples.pct(90.0),
+        f.samples.pct(100.0),
+        f.samples.len(),
+    );
+    if let Setup::Docker { warm_pool } = setup {
+        out += &format!("; {}/{} from the pool", f.from_pool, f.samples.len());
+        if warm_pool > 0 {
+            out += &format!(
+                "; each sample after the pool was full again + 300 ms, refill seen p50 {:.0} ms after a sample",
+                f.refill.pct(50.0)
+            );
+        }
+    }
+    out += ")";
+    if let Some(c) = f.containers {
+        out += &format!(
+            "; containers: {} before the sessions, {} after deleting them, {} after stop",
+            c.before_sessions, c.after_deletes, c.after_stop
+        );
+        if c.after_stop > 0 {
+            out += " — LEAK (removed by the bench)";
+        }
+    }
+    out
+}
+
+/// `echo hi`, stdout throughput and sandbox creation on `backend`.
+async fn exec_rows(rows: &mut Vec<String>, backend: Backend) -> anyhow::Result<()> {
+    let mut executor = Executor::start(backend).await?;
+    let containers = match backend {
+        Backend::Docker => Some(docker::Containers::under(&executor.sandbox_root())?),
+        Backend::Local => None,
+    };
+    let measured = async {
+        let creates = exec::create_latency(&mut executor, SANDBOX_CREATES).await?;
+        let sandbox = executor.create_sandbox().await?;
+        let echo = exec::echo_latency(&mut executor.client, &sandbox, ECHO_EXECS).await?;
+        let throughput =
+            exec::stdout_throughput(&mut executor.client, &sandbox, THROUGHPUT_MIB).await?;
+        executor.delete_sandbox(&sandbox).await?;
+        anyhow::Ok((creates, echo, throughput))
+    }
+    .await;
+    let stopped = executor.stop(Duration::from_secs(30));
+    let leaked = match &containers {
+        Some(c) => c.remove_all().await?,
+        None => 0,
+    };
+    let (creates, echo, throughput) = measured?;
+    stopped?;
+    anyhow::ensure!(
+        leaked == 0,
+        "{leaked} containers left after the executor stopped"
+    );
+    let name = backend.name();
+    let (echo_what, echo_budget) = match backend {
+        Backend::Local => (
+            "`echo hi` through Exec, local".to_owned(),
+            "≤ 2 ms / ≤ 10 ms",
+        ),
+        Backend::Docker => (
+            "`echo hi` through Exec, running Docker sandbox".to_owned(),
+            "≤ 5 ms / ≤ 25 ms",
+        ),
+    };
+    rows.push(row(
+        &echo_what,
+        format!(
+            "p50 {:.2} ms, p99 {:.2} ms ({} execs after {} warm-up)",
+            echo.pct(50.0),
+            echo.pct(99.0),
+            echo.len(),
+            exec::ECHO_WARMUP
+        ),
+        echo_budget,
+    ));
+    rows.push(row(
+        &format!("one exec's stdout throughput, {name}"),
+        format!(
+            "{:.0} MB/s ({} MiB of `dd if=/dev/zero bs=65536` delivered in {:.2} s)",
+            throughput.mb_per_s(),
+            THROUGHPUT_MIB,
+            throughput.elapsed.as_secs_f64()
+        ),
+        "≥ 400 MB/s",
+    ));
+    let (create_what, create_budget) = match backend {
+        Backend::Local => ("sandbox create, local (reference)", ""),
+        Backend::Docker => (
+            "sandbox create, Docker cold (ready to exec)",
+            "— (anchor: create + start 170–340 ms)",
+        ),
+    };
+    rows.push(row(
+        create_what,
+        format!(
+            "p50 {:.1} ms, max {:.1} ms ({} creates)",
+            creates.pct(50.0),
+            creates.pct(100.0),
+            creates.len()
+        ),
+        create_budget,
+    ));
+    Ok(())
 }
