@@ -15,6 +15,10 @@ use crate::sandbox::SandboxState;
 pub enum Error {
     #[error("{0}")]
     Invalid(String),
+    /// The backend cannot serve the request as configured (a missing sandbox image, a backend
+    /// that is down); the message is for the operator and the caller alike.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("sandbox {0} not found")]
     SandboxNotFound(SandboxId),
     #[error("sandbox {id} is {state}, not ready")]
@@ -59,6 +63,7 @@ impl Error {
         let msg = self.to_string();
         match self {
             Error::Invalid(_) => ApiError::validation(msg),
+            Error::Unavailable(_) => ApiError::new(Code::Unavailable, msg),
             Error::SandboxNotFound(id) => {
                 ApiError::not_found(msg).with_detail("sandbox_id", id.as_str())
             }

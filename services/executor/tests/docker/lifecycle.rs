@@ -243,3 +243,30 @@ async fn the_reaper_deletes_expired_sandboxes() {
     assert_eq!(o.stdout_str(), "still-here\n");
     t.finish().await;
 }
+
+#[tokio::test]
+async fn a_missing_image_is_a_clear_unavailable_error() {
+    let Some(t) = DockerTest::start_with("missing_image", |c| {
+        c.sandbox_image = "cognition-no-such-image:never".into();
+    })
+    .await
+    else {
+        return;
+    };
+    let err = t
+        .server
+        .client
+        .clone()
+        .create_sandbox(pb::CreateSandboxRequest::default())
+        .await
+        .expect_err("no image, no sandbox");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("cognition-no-such-image:never")
+            && err.message().contains("compose/sandbox/build.sh"),
+        "the message names the image and how to build it: {}",
+        err.message()
+    );
+    assert_eq!(t.containers().await, 0);
+    t.finish().await;
+}

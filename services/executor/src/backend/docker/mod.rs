@@ -391,8 +391,9 @@ impl DockerBackend {
                 .and_then(|l| l.get(IMAGE_AGENT_LABEL).cloned())
                 .filter(|p| p.starts_with('/')),
             Err(e) if status_code(&e) == Some(404) => {
-                return Err(Error::Internal(format!(
-                    "docker: sandbox image {image} not found (is it built? see compose/sandbox/build.sh)"
+                return Err(Error::Unavailable(format!(
+                    "sandbox image {image} not found on the Docker engine (build it with \
+                     compose/sandbox/build.sh, or pull it)"
                 )));
             }
             Err(e) => return Err(docker_error(format!("inspecting image {image}"), e)),
