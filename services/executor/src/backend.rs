@@ -1,14 +1,15 @@
 //! The sandbox backend trait: where sandboxes live and how processes start in them.
 //!
 //! A backend owns sandbox records (it is their source of truth: the local backend keeps
-//! `sandbox.json` next to the workspace; a Docker or Kubernetes backend would keep labels on the
-//! container or pod), drives each sandbox through the [`SandboxState`](crate::sandbox::SandboxState)
+//! `sandbox.json` next to the workspace; the Docker backend keeps labels on the container, the
+//! Kubernetes backend annotations on the pod or claim), drives each sandbox through the [`SandboxState`](crate::sandbox::SandboxState)
 //! machine, starts processes, and offers file operations. Everything above a single process —
 //! exec ids, timeouts, output caps, replay, attach, disconnect policy — is the engine's
 //! ([`crate::exec`]) and works the same for every backend.
 
 pub mod agent_client;
 pub mod docker;
+pub mod kubernetes;
 pub mod local;
 
 use std::sync::Arc;

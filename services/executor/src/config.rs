@@ -18,7 +18,7 @@ pub enum BackendKind {
     Local,
     /// Docker containers, one per sandbox (see [`crate::backend::docker`]).
     Docker,
-    /// Kubernetes pods (not in this build yet).
+    /// Kubernetes: agent-sandbox claims or plain pods (see [`crate::backend::kubernetes`]).
     Kubernetes,
 }
 
@@ -28,6 +28,26 @@ impl BackendKind {
             BackendKind::Local => "local",
             BackendKind::Docker => "docker",
             BackendKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// How the Kubernetes backend makes sandboxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum K8sMode {
+    /// A `SandboxClaim` from a `SandboxTemplate`, run by the agent-sandbox controller.
+    #[default]
+    AgentSandbox,
+    /// A pod per sandbox, made by the executor (the multi-tenancy design).
+    Pod,
+}
+
+impl K8sMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K8sMode::AgentSandbox => "agent-sandbox",
+            K8sMode::Pod => "pod",
         }
     }
 }
@@ -104,6 +124,38 @@ pub struct Config {
     /// `COGNITION_METRICS_PORT`: Prometheus `/metrics` port on all interfaces; `0` (default) =
     /// no metrics. In one process (`cognition up`) the first service to start serves them all.
     pub metrics_port: u16,
+    /// `COGNITION_K8S_SANDBOX_MODE`: `agent-sandbox` (default) or `pod`.
+    pub k8s_sandbox_mode: K8sMode,
+    /// `COGNITION_K8S_SANDBOX_NAMESPACE`: namespace of sandbox claims or pods.
+    pub k8s_sandbox_namespace: String,
+    /// `COGNITION_K8S_SANDBOX_TEMPLATE`: the `SandboxTemplate` claims are made from.
+    pub k8s_sandbox_template: String,
+    /// `COGNITION_K8S_SANDBOX_ROUTER_URL`: the sandbox-router (checked at startup; a warning).
+    pub k8s_sandbox_router_url: String,
+    /// `COGNITION_K8S_SANDBOX_TTL`: seconds; the Sandbox's `spec.shutdownTime` is kept at
+    /// now + this (the controller's safety net when the executor never deletes it).
+    #[serde(rename = "k8s_sandbox_ttl")]
+    pub k8s_sandbox_ttl_seconds: u64,
+    /// `COGNITION_K8S_SANDBOX_WARM_POOL`: `SandboxWarmPool` claims take sandboxes from (empty =
+    /// the controller's default choice).
+    pub k8s_sandbox_warm_pool: String,
+    /// `COGNITION_K8S_AGENT_PORT`: TCP port of the agent in sandbox pods.
+    pub k8s_agent_port: u16,
+    /// `COGNITION_K8S_AGENT_TOKEN`: agent-sandbox mode: the token the SandboxTemplate gives the
+    /// agent (`COGNITION_AGENT_TOKEN`, from the same Secret). Pod mode makes one per pod.
+    pub k8s_agent_token: Option<cognition_config::Secret>,
+    /// `COGNITION_K8S_SANDBOX_PULL_POLICY`: pod mode: image pull policy.
+    pub k8s_sandbox_pull_policy: String,
+    /// `COGNITION_K8S_WORKSPACE_PVC`: pod mode: PVC mounted at `/workspace` with
+    /// `subPath` = sandbox id; empty = an `emptyDir`.
+    pub k8s_workspace_pvc: String,
+    /// `COGNITION_K8S_MAX_SANDBOX_DURATION`: pod mode: seconds after which a sandbox pod is
+    /// deleted whatever its renewals; 0 = no limit.
+    #[serde(rename = "k8s_max_sandbox_duration")]
+    pub k8s_max_sandbox_duration_seconds: u64,
+    /// `COGNITION_K8S_READY_TIMEOUT`: seconds to wait for a new sandbox pod and its agent.
+    #[serde(rename = "k8s_ready_timeout")]
+    pub k8s_ready_timeout_seconds: u64,
 }
 
 /// Longest sandbox TTL accepted (30 days).
@@ -136,6 +188,19 @@ impl Default for Config {
             sandbox_agent: true,
             sandbox_warm_pool: 0,
             metrics_port: 0,
+            k8s_sandbox_mode: K8sMode::AgentSandbox,
+            k8s_sandbox_namespace: "default".to_owned(),
+            k8s_sandbox_template: "cognition-sandbox".to_owned(),
+            k8s_sandbox_router_url: "http://sandbox-router-svc.default.svc.cluster.local:8080"
+                .to_owned(),
+            k8s_sandbox_ttl_seconds: 3600,
+            k8s_sandbox_warm_pool: String::new(),
+            k8s_agent_port: 7070,
+            k8s_agent_token: None,
+            k8s_sandbox_pull_policy: "IfNotPresent".to_owned(),
+            k8s_workspace_pvc: String::new(),
+            k8s_max_sandbox_duration_seconds: 0,
+            k8s_ready_timeout_seconds: 120,
         }
     }
 }
@@ -183,10 +248,7 @@ impl Config {
 impl cognition_config::Validate for Config {
     fn validate(&self, problems: &mut Vec<String>) {
         if self.sandbox_backend == BackendKind::Kubernetes {
-            problems.push(format!(
-                "COGNITION_SANDBOX_BACKEND={}: not supported by this build yet (`local` or `docker`)",
-                self.sandbox_backend.as_str()
-            ));
+            self.validate_kubernetes(problems);
         }
         if self.sandbox_backend == BackendKind::Docker {
             self.validate_docker(problems);
@@ -283,6 +345,90 @@ impl Config {
         }
     }
 
+    fn validate_kubernetes(&self, problems: &mut Vec<String>) {
+        if !crate::backend::kubernetes::naming::is_dns_label(&self.k8s_sandbox_namespace) {
+            problems.push(format!(
+                "COGNITION_K8S_SANDBOX_NAMESPACE={:?} must be a Kubernetes namespace name",
+                self.k8s_sandbox_namespace
+            ));
+        }
+        if self.k8s_agent_port == 0 {
+            problems.push("COGNITION_K8S_AGENT_PORT must be greater than 0".into());
+        }
+        if self.k8s_sandbox_ttl_seconds == 0 {
+            problems.push("COGNITION_K8S_SANDBOX_TTL must be greater than 0".into());
+        }
+        if self.k8s_ready_timeout_seconds == 0 {
+            problems.push("COGNITION_K8S_READY_TIMEOUT must be greater than 0".into());
+        }
+        match self.k8s_sandbox_mode {
+            K8sMode::AgentSandbox => {
+                if self.k8s_sandbox_template.trim().is_empty() {
+                    problems.push("COGNITION_K8S_SANDBOX_TEMPLATE must not be empty".into());
+                }
+                let token_len = self
+                    .k8s_agent_token
+                    .as_ref()
+                    .map_or(0, |t| t.expose().len());
+                if token_len < 16 {
+                    problems.push(
+                        "COGNITION_K8S_AGENT_TOKEN must be set (at least 16 characters) with \
+                         COGNITION_K8S_SANDBOX_MODE=agent-sandbox: the SandboxTemplate passes the \
+                         same Secret to the agent as COGNITION_AGENT_TOKEN"
+                            .into(),
+                    );
+                }
+                if !(self.k8s_sandbox_router_url.starts_with("http://")
+                    || self.k8s_sandbox_router_url.starts_with("https://"))
+                {
+                    problems.push(format!(
+                        "COGNITION_K8S_SANDBOX_ROUTER_URL={:?} must be an http(s) URL",
+                        self.k8s_sandbox_router_url
+                    ));
+                }
+            }
+            K8sMode::Pod => {
+                if self.sandbox_image.trim().is_empty() {
+                    problems.push("COGNITION_SANDBOX_IMAGE must not be empty".into());
+                }
+                if !matches!(
+                    self.k8s_sandbox_pull_policy.as_str(),
+                    "Always" | "IfNotPresent" | "Never"
+                ) {
+                    problems.push(format!(
+                        "COGNITION_K8S_SANDBOX_PULL_POLICY={:?} must be Always, IfNotPresent or Never",
+                        self.k8s_sandbox_pull_policy
+                    ));
+                }
+                if !self.k8s_workspace_pvc.is_empty()
+                    && !crate::backend::kubernetes::naming::is_dns_subdomain(
+                        &self.k8s_workspace_pvc,
+                    )
+                {
+                    problems.push(format!(
+                        "COGNITION_K8S_WORKSPACE_PVC={:?} must be a PVC name",
+                        self.k8s_workspace_pvc
+                    ));
+                }
+                if self.sandbox_memory_bytes < 16 * 1024 * 1024 {
+                    problems.push(format!(
+                        "COGNITION_SANDBOX_MEMORY_BYTES={} must be at least 16 MiB",
+                        self.sandbox_memory_bytes
+                    ));
+                }
+                if self.sandbox_cpu_millis == 0 {
+                    problems.push("COGNITION_SANDBOX_CPU_MILLIS must be greater than 0".into());
+                }
+                if self.sandbox_uid_gid().is_none_or(|(uid, _)| uid == 0) {
+                    problems.push(format!(
+                        "COGNITION_SANDBOX_USER={:?} must be a non-root `uid:gid`",
+                        self.sandbox_user
+                    ));
+                }
+            }
+        }
+    }
+
     /// The sandbox user as numbers (`uid`, `gid`); `None` when invalid (validation reports it).
     pub fn sandbox_uid_gid(&self) -> Option<(u32, u32)> {
         let (uid, gid) = self.sandbox_user.split_once(':')?;
@@ -349,14 +495,49 @@ mod tests {
     }
 
     #[test]
-    fn kubernetes_is_not_supported_yet() {
+    fn kubernetes_settings() {
         let err =
             cognition_config::load::<Config>(vars(&[("COGNITION_SANDBOX_BACKEND", "kubernetes")]))
                 .unwrap_err();
         assert!(
-            err.to_string().contains("not supported by this build yet"),
+            err.to_string()
+                .contains("COGNITION_K8S_AGENT_TOKEN must be set"),
             "{err}"
         );
+        let c: Config = cognition_config::load(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "kubernetes"),
+            ("COGNITION_K8S_AGENT_TOKEN", "0123456789abcdef"),
+        ]))
+        .unwrap();
+        assert_eq!(c.k8s_sandbox_mode, K8sMode::AgentSandbox);
+        assert_eq!(c.k8s_sandbox_namespace, "default");
+        assert_eq!(c.k8s_sandbox_template, "cognition-sandbox");
+        assert_eq!(c.k8s_sandbox_ttl_seconds, 3600);
+        assert_eq!(c.k8s_agent_port, 7070);
+        assert!(
+            !format!("{c:?}").contains("0123456789abcdef"),
+            "the token is redacted"
+        );
+        let c: Config = cognition_config::load(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "kubernetes"),
+            ("COGNITION_K8S_SANDBOX_MODE", "pod"),
+            ("COGNITION_K8S_SANDBOX_NAMESPACE", "cognition-tenant-acme"),
+            ("COGNITION_K8S_WORKSPACE_PVC", "tenant-workspace"),
+            ("COGNITION_K8S_MAX_SANDBOX_DURATION", "3600"),
+        ]))
+        .unwrap();
+        assert_eq!(c.k8s_sandbox_mode, K8sMode::Pod);
+        assert_eq!(c.k8s_workspace_pvc, "tenant-workspace");
+        assert_eq!(c.k8s_max_sandbox_duration_seconds, 3600);
+        let err = cognition_config::load::<Config>(vars(&[
+            ("COGNITION_SANDBOX_BACKEND", "kubernetes"),
+            ("COGNITION_K8S_SANDBOX_MODE", "pod"),
+            ("COGNITION_K8S_SANDBOX_NAMESPACE", "Not_A_Namespace"),
+            ("COGNITION_K8S_SANDBOX_PULL_POLICY", "Sometimes"),
+            ("COGNITION_K8S_AGENT_PORT", "0"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::backend::SandboxBackend;
 use crate::backend::docker::{DockerBackend, DockerSettings};
+use crate::backend::kubernetes::KubernetesBackend;
 use crate::backend::local::LocalBackend;
 use crate::config::{BackendKind, Config};
 use crate::error::Error;
@@ -64,12 +65,7 @@ impl Engine {
                 )
                 .await?
             }
-            other => {
-                return Err(Error::Invalid(format!(
-                    "sandbox backend {} is not supported by this build yet",
-                    other.as_str()
-                )));
-            }
+            BackendKind::Kubernetes => KubernetesBackend::connect(&config).await?,
         };
         Ok(Self::with_backend(backend, config))
     }

@@ -4,6 +4,7 @@
 //! Paths are raw client strings; implementations check them with [`crate::paths::Jail`].
 
 pub mod local;
+pub mod remote;
 
 use std::io::BufRead;
 
@@ -261,6 +262,45 @@ pub fn apply_edit(content: &str, edit: &Edit, path: &str) -> Result<(String, u64
 }
 
 /// Whether the start of a file looks binary (has a NUL byte in the first 8 KiB).
+/// The glob rules of every implementation: relative, no `..`, `*` stops at `/`.
+pub fn glob_matcher(pattern: &str) -> Result<globset::GlobMatcher, FileError> {
+    let invalid = |reason: String| FileError::InvalidPattern {
+        pattern: pattern.to_owned(),
+        reason,
+    };
+    if pattern.is_empty() {
+        return Err(invalid("must not be empty".into()));
+    }
+    if pattern.starts_with('/') || pattern.split('/').any(|c| c == "..") {
+        return Err(invalid("must be relative and must not contain '..'".into()));
+    }
+    globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| invalid(e.kind().to_string()))
+}
+
+/// A grep query's regex and optional include glob, checked the same way by every
+/// implementation.
+pub fn grep_matchers(
+    query: &GrepQuery,
+) -> Result<(regex::bytes::Regex, Option<globset::GlobMatcher>), FileError> {
+    let regex = regex::bytes::RegexBuilder::new(&query.pattern)
+        .size_limit(10 * 1024 * 1024)
+        .build()
+        .map_err(|e| FileError::InvalidPattern {
+            pattern: query.pattern.clone(),
+            reason: e.to_string(),
+        })?;
+    let include = if query.include.is_empty() {
+        None
+    } else {
+        Some(glob_matcher(&query.include)?)
+    };
+    Ok((regex, include))
+}
+
 pub fn looks_binary(head: &[u8]) -> bool {
     head[..head.len().min(8192)].contains(&0)
 }

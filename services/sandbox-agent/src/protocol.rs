@@ -118,17 +118,29 @@ pub enum Request {
         leader_only: bool,
     },
     Resize(WindowSize),
+    /// The agent's token; the first frame of a TCP connection (answered only on failure, with
+    /// `Refused`).
+    Auth(Vec<u8>),
 }
 
 /// Frames the agent sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    Pong { version: String },
-    Started { pid: u32 },
+    Pong {
+        version: String,
+    },
+    Started {
+        pid: u32,
+    },
     SpawnFailed(SpawnFailure),
-    Output { stream: Stream, data: Vec<u8> },
+    Output {
+        stream: Stream,
+        data: Vec<u8>,
+    },
     Eof(Stream),
     Exited(Exit),
+    /// The connection was not accepted (a wrong or missing token); the agent closes it.
+    Refused(String),
 }
 
 mod kind {
@@ -138,12 +150,14 @@ mod kind {
     pub const STDIN_CLOSE: u8 = 4;
     pub const SIGNAL: u8 = 5;
     pub const RESIZE: u8 = 6;
+    pub const AUTH: u8 = 7;
     pub const PONG: u8 = 101;
     pub const STARTED: u8 = 102;
     pub const SPAWN_FAILED: u8 = 103;
     pub const OUTPUT: u8 = 104;
     pub const EOF: u8 = 105;
     pub const EXITED: u8 = 106;
+    pub const REFUSED: u8 = 107;
 }
 
 fn invalid(message: impl Into<String>) -> io::Error {
@@ -177,6 +191,7 @@ impl Request {
     pub fn encode(&self) -> Vec<u8> {
         match self {
             Request::Ping => frame(kind::PING, &[]),
+            Request::Auth(token) => frame(kind::AUTH, token),
             Request::Spawn(spawn) => frame(kind::SPAWN, &json(spawn)),
             Request::Stdin(data) => frame(kind::STDIN, data),
             Request::StdinClose => frame(kind::STDIN_CLOSE, &[]),
@@ -199,6 +214,7 @@ impl Request {
     pub fn decode(kind: u8, payload: Vec<u8>) -> io::Result<Self> {
         Ok(match kind {
             kind::PING => Request::Ping,
+            kind::AUTH => Request::Auth(payload),
             kind::SPAWN => Request::Spawn(
                 serde_json::from_slice(&payload)
                     .map_err(|e| invalid(format!("bad spawn request: {e}")))?,
@@ -263,6 +279,7 @@ impl Reply {
                 p.extend_from_slice(&value.to_be_bytes());
                 frame(kind::EXITED, &p)
             }
+            Reply::Refused(reason) => frame(kind::REFUSED, reason.as_bytes()),
         }
     }
 
@@ -322,6 +339,7 @@ impl Reply {
                 }
                 _ => return Err(invalid("bad exited frame")),
             },
+            kind::REFUSED => Reply::Refused(String::from_utf8_lossy(&payload).into_owned()),
             other => return Err(invalid(format!("unknown reply frame kind {other}"))),
         })
     }
@@ -411,6 +429,7 @@ mod tests {
         }));
         round_trip_request(Request::Stdin(b"abc".to_vec()));
         round_trip_request(Request::StdinClose);
+        round_trip_request(Request::Auth(b"s3cret".to_vec()));
         round_trip_request(Request::Signal {
             signal: 15,
             leader_only: true,
@@ -436,6 +455,7 @@ mod tests {
         }
         round_trip_reply(Reply::Exited(Exit::Code(3)));
         round_trip_reply(Reply::Exited(Exit::Signal(9)));
+        round_trip_reply(Reply::Refused("wrong agent token".into()));
     }
 
     #[test]

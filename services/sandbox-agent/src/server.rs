@@ -1,4 +1,9 @@
-//! The agent's server: accepts connections on a Unix socket and runs one process per connection.
+//! The agent's server: accepts connections (a Unix socket under Docker, TCP with a token in a
+//! Kubernetes pod) and runs one process per connection.
+//!
+//! On TCP the first frame of every connection must be [`Request::Auth`] with the agent's token
+//! (compared in constant time); anything else gets [`Reply::Refused`] and the connection closes.
+//! The executor sends `Auth` and `Spawn` together, so the check costs no round trip.
 //!
 //! One thread for everything (a current-thread Tokio runtime): the sandbox's pids limit counts
 //! threads, so an agent that spent threads per process would eat the budget of the code it runs
@@ -16,8 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::process::{Pid, Signal};
+use std::path::{Path, PathBuf};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::mpsc;
 
 use crate::protocol::{
@@ -32,37 +39,100 @@ const FRAME_QUEUE: usize = 16;
 /// Stdin chunks queued towards the process.
 const STDIN_QUEUE: usize = 64;
 
-/// Serves `listener` (a bound std listener) forever on a single-threaded runtime.
-pub fn serve(listener: std::os::unix::net::UnixListener) -> io::Result<()> {
+/// Where the agent listens (bound std listeners, made non-blocking here).
+pub enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+/// How connections are served.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Required as the first frame of every connection ([`Request::Auth`]); `None` = no check
+    /// (the Unix socket, whose folder guards access).
+    pub token: Option<Vec<u8>>,
+    /// Base of relative working directories (`None` = the agent's own).
+    pub workdir: Option<PathBuf>,
+}
+
+/// Serves `listener` forever on a single-threaded runtime.
+pub fn serve(listener: Listener, options: Options) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let options = Arc::new(options);
     runtime.block_on(async move {
-        listener.set_nonblocking(true)?;
-        let listener = UnixListener::from_std(listener)?;
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = handle(stream).await {
-                            eprintln!("cognition-sandbox-agent: connection: {e}");
+        match listener {
+            Listener::Unix(listener) => {
+                listener.set_nonblocking(true)?;
+                let listener = UnixListener::from_std(listener)?;
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let (r, w) = stream.into_split();
+                            connection(r, w, options.clone());
                         }
-                    });
+                        Err(e) => eprintln!("cognition-sandbox-agent: accept: {e}"),
+                    }
                 }
-                Err(e) => eprintln!("cognition-sandbox-agent: accept: {e}"),
+            }
+            Listener::Tcp(listener) => {
+                listener.set_nonblocking(true)?;
+                let listener = TcpListener::from_std(listener)?;
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            let (r, w) = stream.into_split();
+                            connection(r, w, options.clone());
+                        }
+                        Err(e) => eprintln!("cognition-sandbox-agent: accept: {e}"),
+                    }
+                }
             }
         }
     })
 }
 
+/// Boxed connection halves (Unix or TCP).
+type ConnReader = BufReader<Box<dyn AsyncRead + Send + Unpin>>;
+type ConnWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+fn connection(
+    reader: impl AsyncRead + Send + Unpin + 'static,
+    writer: impl AsyncWrite + Send + Unpin + 'static,
+    options: Arc<Options>,
+) {
+    tokio::spawn(async move {
+        let reader: ConnReader = BufReader::new(Box::new(reader));
+        if let Err(e) = handle(reader, Box::new(writer), &options).await {
+            eprintln!("cognition-sandbox-agent: connection: {e}");
+        }
+    });
+}
+
 /// Encoded frames towards the executor.
 type Frames = mpsc::Sender<Vec<u8>>;
 
-async fn handle(stream: UnixStream) -> io::Result<()> {
-    let (reader, writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
+async fn handle(mut reader: ConnReader, writer: ConnWriter, options: &Options) -> io::Result<()> {
     let (frames, queue) = mpsc::channel::<Vec<u8>>(FRAME_QUEUE);
     let writer = tokio::spawn(write_frames(writer, queue));
+    if let Some(token) = &options.token {
+        let refusal = match Request::read_async(&mut reader).await? {
+            Some(Request::Auth(given)) if token_matches(&given, token) => None,
+            Some(Request::Auth(_)) => Some("wrong agent token"),
+            None => return Ok(()),
+            Some(_) => Some("the first frame must authenticate with the agent token"),
+        };
+        if let Some(reason) = refusal {
+            let _ = frames
+                .send(Reply::Refused(reason.to_owned()).encode())
+                .await;
+            drop(frames);
+            let _ = writer.await;
+            return Ok(());
+        }
+    }
     loop {
         match Request::read_async(&mut reader).await? {
             None => break,
@@ -74,7 +144,12 @@ async fn handle(stream: UnixStream) -> io::Result<()> {
                     break;
                 }
             }
-            Some(Request::Spawn(request)) => {
+            Some(Request::Spawn(mut request)) => {
+                request.cwd = resolve_cwd(options.workdir.as_deref(), &request.cwd);
+                if let Some(refusal) = escapes(options.workdir.as_deref(), &request.cwd) {
+                    let _ = frames.send(Reply::SpawnFailed(refusal).encode()).await;
+                    break;
+                }
                 run(request, reader, frames).await;
                 break;
             }
@@ -92,10 +167,7 @@ async fn handle(stream: UnixStream) -> io::Result<()> {
 }
 
 /// Writes frames until every sender is gone, then closes our side of the connection.
-async fn write_frames(
-    mut writer: tokio::net::unix::OwnedWriteHalf,
-    mut queue: mpsc::Receiver<Vec<u8>>,
-) {
+async fn write_frames(mut writer: ConnWriter, mut queue: mpsc::Receiver<Vec<u8>>) {
     while let Some(frame) = queue.recv().await {
         if writer.write_all(&frame).await.is_err() {
             return;
@@ -115,11 +187,7 @@ struct Started {
     master: Option<Arc<OwnedFd>>,
 }
 
-async fn run(
-    request: SpawnRequest,
-    mut reader: BufReader<tokio::net::unix::OwnedReadHalf>,
-    frames: Frames,
-) {
+async fn run(request: SpawnRequest, mut reader: ConnReader, frames: Frames) {
     let started = match start(&request) {
         Ok(s) => s,
         Err(failure) => {
@@ -194,6 +262,39 @@ async fn run(
     }
 }
 
+/// Constant-time token comparison (the length is not secret).
+fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// A relative working directory is taken from `workdir` (the pod's workspace); an absolute one
+/// is used as given.
+fn resolve_cwd(workdir: Option<&Path>, cwd: &str) -> String {
+    match workdir {
+        Some(base) if !cwd.starts_with('/') => base.join(cwd).to_string_lossy().into_owned(),
+        _ => cwd.to_owned(),
+    }
+}
+
+/// With a workdir, a working directory whose real path (symlinks resolved) leaves it is
+/// refused, as the executor's own path jail refuses it on the other backends. A missing
+/// directory is left to the spawn, which reports it.
+fn escapes(workdir: Option<&Path>, cwd: &str) -> Option<SpawnFailure> {
+    let root = std::fs::canonicalize(workdir?).ok()?;
+    let real = std::fs::canonicalize(cwd).ok()?;
+    (!real.starts_with(&root)).then(|| {
+        failure(
+            FailureKind::BadCwd,
+            format!("cwd {cwd} leaves the workspace (through a symlink)"),
+        )
+    })
+}
+
 /// Applies one control frame of a running process.
 async fn control(
     request: Request,
@@ -237,7 +338,7 @@ async fn control(
                 let _ = pty::resize(master, size);
             }
         }
-        Request::Ping | Request::Spawn(_) => {}
+        Request::Ping | Request::Spawn(_) | Request::Auth(_) => {}
     }
 }
 

@@ -1,5 +1,7 @@
-//! The executor's side of the in-sandbox agent (`cognition-sandbox-agent`): one Unix-socket
-//! connection per process, turned into the [`SpawnedProcess`] the exec engine supervises.
+//! The executor's side of the in-sandbox agent (`cognition-sandbox-agent`): one connection per
+//! process, turned into the [`SpawnedProcess`] the exec engine supervises. The agent listens on
+//! a Unix socket (Docker: a mounted folder) or on TCP (a Kubernetes pod), where the first frame
+//! of each connection is the agent's token, sent together with the request.
 //!
 //! Three tasks per process: a writer that owns the socket's write half (stdin, signals and
 //! resizes are queued to it, so signalling never waits on a slow stdin), a reader that demuxes
@@ -7,14 +9,16 @@
 //! pipe. Dropping the process (the engine is done with it) closes the connection; the agent then
 //! kills whatever is left of the process group.
 
+use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cognition_sandbox_agent::protocol::{Exit, FailureKind, Reply, Request, SpawnRequest, Stream};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, SimplexStream, WriteHalf};
-use tokio::net::UnixStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, SimplexStream, WriteHalf};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::process::{
@@ -39,37 +43,96 @@ pub enum AgentError {
     Protocol(#[source] io::Error),
     #[error("the sandbox agent answered {0}")]
     Unexpected(String),
+    #[error("the sandbox agent refused the connection: {0}")]
+    Refused(String),
+}
+
+/// Where an agent listens.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket (access guarded by its folder).
+    Unix(PathBuf),
+    /// `host:port` on TCP; every connection starts with the token.
+    Tcp { addr: String, token: Arc<str> },
+}
+
+impl Endpoint {
+    pub fn unix(path: impl Into<PathBuf>) -> Self {
+        Endpoint::Unix(path.into())
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp { addr, .. } => write!(f, "tcp:{addr} (token redacted)"),
+        }
+    }
+}
+
+type ConnReader = tokio::io::BufReader<Pin<Box<dyn AsyncRead + Send>>>;
+type ConnWriter = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Opens a connection; on TCP the token frame is queued first (sent with the next write).
+async fn connect(endpoint: &Endpoint) -> Result<(ConnReader, ConnWriter, Vec<u8>), AgentError> {
+    let (reader, writer, preamble): (Pin<Box<dyn AsyncRead + Send>>, ConnWriter, Vec<u8>) =
+        match endpoint {
+            Endpoint::Unix(path) => {
+                let (r, w) = UnixStream::connect(path)
+                    .await
+                    .map_err(AgentError::Connect)?
+                    .into_split();
+                (Box::pin(r), Box::pin(w), Vec::new())
+            }
+            Endpoint::Tcp { addr, token } => {
+                let stream = TcpStream::connect(addr.as_str())
+                    .await
+                    .map_err(AgentError::Connect)?;
+                let _ = stream.set_nodelay(true);
+                let (r, w) = stream.into_split();
+                let auth = Request::Auth(token.as_bytes().to_vec()).encode();
+                (Box::pin(r), Box::pin(w), auth)
+            }
+        };
+    Ok((
+        tokio::io::BufReader::with_capacity(SOCKET_BUFFER, reader),
+        writer,
+        preamble,
+    ))
 }
 
 async fn read_reply(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Reply>> {
     Reply::read_async(reader).await
 }
 
-/// Asks the agent at `socket` for its version (a readiness check).
-pub async fn ping(socket: &Path) -> Result<String, AgentError> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(AgentError::Connect)?;
-    stream
-        .write_all(&Request::Ping.encode())
+/// Asks the agent at `endpoint` for its version (a readiness check).
+pub async fn ping(endpoint: &Endpoint) -> Result<String, AgentError> {
+    let (mut reader, mut writer, mut frames) = connect(endpoint).await?;
+    frames.extend_from_slice(&Request::Ping.encode());
+    writer
+        .write_all(&frames)
         .await
         .map_err(AgentError::Protocol)?;
-    match read_reply(&mut stream)
+    match read_reply(&mut reader)
         .await
         .map_err(AgentError::Protocol)?
     {
         Some(Reply::Pong { version }) => Ok(version),
+        Some(Reply::Refused(reason)) => Err(AgentError::Refused(reason)),
         other => Err(AgentError::Unexpected(format!("{other:?} to a ping"))),
     }
 }
 
-/// Waits until the agent at `socket` answers, for at most `within`.
-pub async fn wait_ready(socket: &Path, within: Duration) -> Result<String, AgentError> {
+/// Waits until the agent at `endpoint` answers, for at most `within`. A refusal (wrong token)
+/// ends the wait at once.
+pub async fn wait_ready(endpoint: &Endpoint, within: Duration) -> Result<String, AgentError> {
     let deadline = tokio::time::Instant::now() + within;
     let mut delay = Duration::from_millis(1);
     loop {
-        match ping(socket).await {
+        match ping(endpoint).await {
             Ok(version) => return Ok(version),
+            Err(e @ AgentError::Refused(_)) => return Err(e),
             Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
             Err(_) => {
                 tokio::time::sleep(delay).await;
@@ -91,21 +154,18 @@ fn failure(f: cognition_sandbox_agent::protocol::SpawnFailure) -> SpawnFailed {
     SpawnFailed::new(reason, f.message)
 }
 
-/// Starts `request` through the agent at `socket`. `Err(Ok(AgentError))` means the agent could
+/// Starts `request` through the agent at `endpoint`. `Err(Ok(AgentError))` means the agent could
 /// not be reached or misbehaved (the caller decides what that says about the sandbox).
 pub async fn spawn(
-    socket: &Path,
+    endpoint: &Endpoint,
     request: SpawnRequest,
 ) -> Result<Result<SpawnedProcess, SpawnError>, AgentError> {
     let stdin_pipe = request.stdin_pipe || request.pty.is_some();
     let pty = request.pty.is_some();
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(AgentError::Connect)?;
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = tokio::io::BufReader::with_capacity(SOCKET_BUFFER, reader);
+    let (mut reader, mut writer, mut frames) = connect(endpoint).await?;
+    frames.extend_from_slice(&Request::Spawn(request).encode());
     writer
-        .write_all(&Request::Spawn(request).encode())
+        .write_all(&frames)
         .await
         .map_err(AgentError::Protocol)?;
     let pid = match read_reply(&mut reader)
@@ -114,6 +174,7 @@ pub async fn spawn(
     {
         Some(Reply::Started { pid }) => pid,
         Some(Reply::SpawnFailed(f)) => return Ok(Err(SpawnError::Failed(failure(f)))),
+        Some(Reply::Refused(reason)) => return Err(AgentError::Refused(reason)),
         other => return Err(AgentError::Unexpected(format!("{other:?} to a spawn"))),
     };
 
@@ -167,7 +228,7 @@ pub async fn spawn(
 
 /// Demultiplexes the agent's frames until it closes the connection.
 async fn pump_replies(
-    mut reader: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut reader: ConnReader,
     stdout: WriteHalf<SimplexStream>,
     stderr: Option<WriteHalf<SimplexStream>>,
     exit_tx: oneshot::Sender<io::Result<ProcessExit>>,

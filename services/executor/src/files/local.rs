@@ -9,13 +9,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use globset::{Glob, GlobBuilder, GlobMatcher};
 use tokio::io::AsyncWriteExt;
 
 use super::{
     Edit, FileEntry, FileError, GrepMatch, GrepQuery, GrepResult, MAX_GLOB_RESULTS,
     MAX_GREP_LINE_CHARS, MAX_GREP_MATCHES, MAX_SCAN_FILE_BYTES, ReadResult, SandboxFiles, Upload,
-    apply_edit, looks_binary, read_lines,
+    apply_edit, glob_matcher, grep_matchers, looks_binary, read_lines,
 };
 use crate::error::Error;
 use crate::paths::{Jail, WorkspacePath};
@@ -97,24 +96,6 @@ fn entry(path: String, meta: &fs::Metadata) -> FileEntry {
         size: if meta.is_dir() { 0 } else { meta.len() },
         modified: meta.modified().ok().map(DateTime::<Utc>::from),
     }
-}
-
-fn glob_matcher(pattern: &str) -> Result<GlobMatcher, FileError> {
-    let invalid = |reason: String| FileError::InvalidPattern {
-        pattern: pattern.to_owned(),
-        reason,
-    };
-    if pattern.is_empty() {
-        return Err(invalid("must not be empty".into()));
-    }
-    if pattern.starts_with('/') || pattern.split('/').any(|c| c == "..") {
-        return Err(invalid("must be relative and must not contain '..'".into()));
-    }
-    GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g: Glob| g.compile_matcher())
-        .map_err(|e| invalid(e.kind().to_string()))
 }
 
 /// Walks `dir` (not following symlinks), yielding entries with their path relative to `dir`.
@@ -268,18 +249,7 @@ impl SandboxFiles for LocalFiles {
 
     async fn grep(&self, query: GrepQuery) -> Result<GrepResult, Error> {
         self.blocking(move |jail| {
-            let regex = regex::bytes::RegexBuilder::new(&query.pattern)
-                .size_limit(10 * 1024 * 1024)
-                .build()
-                .map_err(|e| FileError::InvalidPattern {
-                    pattern: query.pattern.clone(),
-                    reason: e.to_string(),
-                })?;
-            let include = if query.include.is_empty() {
-                None
-            } else {
-                Some(glob_matcher(&query.include)?)
-            };
+            let (regex, include) = grep_matchers(&query)?;
             let r = jail.resolve_read(&query.path)?;
             let meta = fs::metadata(&r.host)
                 .map_err(|e| FileError::io("reading", &r.path.to_string(), e))?;

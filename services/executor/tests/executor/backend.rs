@@ -13,8 +13,12 @@ use cognition_executor::Config;
 use cognition_proto::executor::v1 as pb;
 use tempfile::TempDir;
 
+use crate::fake_k8s::FakeCluster;
 use crate::harness::{DockerTest, docker_usable};
 use crate::support::*;
+
+/// Namespace of the Kubernetes variant's sandbox pods.
+pub const K8S_NAMESPACE: &str = "cognition-test";
 
 /// `PATH` of processes in a Docker sandbox (the agent's base environment).
 const DOCKER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -26,6 +30,8 @@ pub enum Backend {
     Local,
     /// One container of `cognition-sandbox:latest` per sandbox, processes through its agent.
     Docker,
+    /// One pod per sandbox (pod mode) on a fake Kubernetes API; processes through its agent.
+    Kubernetes,
 }
 
 impl Backend {
@@ -33,7 +39,7 @@ impl Backend {
     /// unset and the engine does not answer.
     pub async fn usable(self, test: &str) -> bool {
         match self {
-            Backend::Local => true,
+            Backend::Local | Backend::Kubernetes => true,
             Backend::Docker => docker_usable(test).await.is_some(),
         }
     }
@@ -48,6 +54,16 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn $test() {
                     super::$test($crate::backend::Backend::Local).await;
+                }
+            )*
+        }
+
+        /// The shared tests on the Kubernetes backend (pod mode, fake API).
+        mod kubernetes {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::$test($crate::backend::Backend::Kubernetes).await;
                 }
             )*
         }
@@ -83,6 +99,12 @@ enum Target {
     },
     /// The Docker harness: unique sandbox root, image, leak check.
     Docker(DockerTest),
+    Kubernetes {
+        server: Server,
+        dir: TempDir,
+        cluster: FakeCluster,
+        tune: fn(&mut Config),
+    },
 }
 
 impl Executor {
@@ -103,6 +125,17 @@ impl Executor {
                     .await
                     .expect("Docker is usable: the test checked before it started"),
             ),
+            Backend::Kubernetes => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let cluster = FakeCluster::new(K8S_NAMESPACE, "unused-template-token");
+                let server = kubernetes_server(dir.path(), &cluster, tune).await;
+                Target::Kubernetes {
+                    server,
+                    dir,
+                    cluster,
+                    tune,
+                }
+            }
         };
         Self { backend, target }
     }
@@ -116,6 +149,16 @@ impl Executor {
                 drop(dir);
             }
             Target::Docker(t) => t.finish().await,
+            Target::Kubernetes {
+                server, cluster, ..
+            } => {
+                server.stop().await;
+                let pods = crate::fake_k8s::POD_PATH.replace("{ns}", K8S_NAMESPACE);
+                for name in cluster.names(&pods) {
+                    eprintln!("note: sandbox pod {name} left by the test");
+                }
+                drop(cluster);
+            }
         }
     }
 
@@ -125,6 +168,9 @@ impl Executor {
         match &self.target {
             Target::Local { dir, tune, .. } => Server::start_at(dir.path(), *tune).await,
             Target::Docker(t) => t.second_executor().await,
+            Target::Kubernetes {
+                dir, cluster, tune, ..
+            } => kubernetes_server(dir.path(), cluster, *tune).await,
         }
     }
 
@@ -134,6 +180,7 @@ impl Executor {
         let current = match &mut self.target {
             Target::Local { server, .. } => server,
             Target::Docker(t) => &mut t.server,
+            Target::Kubernetes { server, .. } => server,
         };
         std::mem::replace(current, next).stop().await;
     }
@@ -143,6 +190,21 @@ impl Executor {
         match &self.target {
             Target::Local { .. } => PathBuf::from(&sb.workdir),
             Target::Docker(t) => t.root.join(&sb.id).join("workspace"),
+            Target::Kubernetes { cluster, .. } => {
+                let id = cognition_executor::ids::SandboxId::parse(&sb.id).expect("id");
+                cluster
+                    .workspace(&cognition_executor::backend::kubernetes::naming::object_name(&id))
+            }
+        }
+    }
+
+    /// The workspace's absolute path as processes see it: `Sandbox.workdir`, except on the fake
+    /// Kubernetes cluster, whose "pods" are host processes in a host folder (a real pod mounts
+    /// it at `/workspace`, which the file RPCs still use).
+    pub fn process_workdir(&self, sb: &pb::Sandbox) -> String {
+        match &self.target {
+            Target::Kubernetes { .. } => self.workspace(sb).display().to_string(),
+            _ => sb.workdir.clone(),
         }
     }
 
@@ -150,7 +212,7 @@ impl Executor {
     pub fn home(&self, sb: &pb::Sandbox) -> String {
         match self.backend {
             Backend::Local => sb.workdir.clone(),
-            Backend::Docker => "/home".to_owned(),
+            Backend::Docker | Backend::Kubernetes => "/home".to_owned(),
         }
     }
 
@@ -159,7 +221,7 @@ impl Executor {
     pub fn path_var(&self) -> String {
         match self.backend {
             Backend::Local => std::env::var("PATH").expect("the test process has a PATH"),
-            Backend::Docker => DOCKER_PATH.to_owned(),
+            Backend::Docker | Backend::Kubernetes => DOCKER_PATH.to_owned(),
         }
     }
 
@@ -182,6 +244,38 @@ impl Deref for Executor {
         match &self.target {
             Target::Local { server, .. } => server,
             Target::Docker(t) => &t.server,
+            Target::Kubernetes { server, .. } => server,
         }
     }
+}
+
+/// An executor on the Kubernetes backend in pod mode, over `cluster`.
+pub async fn kubernetes_server(
+    dir: &std::path::Path,
+    cluster: &FakeCluster,
+    tune: fn(&mut Config),
+) -> Server {
+    let client = cluster.client();
+    let port = cluster.agent_port;
+    Server::start_with_engine(
+        dir,
+        |c| {
+            c.sandbox_backend = cognition_executor::BackendKind::Kubernetes;
+            c.k8s_sandbox_mode = cognition_executor::config::K8sMode::Pod;
+            c.k8s_sandbox_namespace = K8S_NAMESPACE.into();
+            c.k8s_agent_port = port;
+            c.k8s_ready_timeout_seconds = 20;
+            tune(c);
+        },
+        move |config| {
+            use cognition_executor::backend::kubernetes::{KubernetesBackend, Settings};
+            let backend = KubernetesBackend::new(
+                client,
+                Settings::from_config(&config),
+                config.protected_paths.clone(),
+            );
+            cognition_executor::Engine::with_backend(std::sync::Arc::new(backend), config)
+        },
+    )
+    .await
 }

@@ -125,7 +125,7 @@ async fn env_cwd_and_home(backend: Backend) {
     start.env.insert("GREETING".into(), "hello".into());
     let o = run(&s.client, start).await;
     let lines: Vec<String> = o.stdout_str().lines().map(str::to_owned).collect();
-    assert_eq!(lines[0], format!("{}/sub/dir", sb.workdir));
+    assert_eq!(lines[0], format!("{}/sub/dir", s.process_workdir(&sb)));
     assert_eq!(lines[1], s.home(&sb), "HOME");
     assert_eq!(lines[2], "hello");
     assert!(
@@ -245,7 +245,7 @@ async fn spawn_failures_are_typed(backend: Backend) {
     let s = Executor::start(backend).await;
     let sb = s.sandbox().await;
     // `host` is the workspace as this test sees it, `ws` as the sandbox's processes see it.
-    let (host, ws) = (s.workspace(&sb), sb.workdir.clone());
+    let (host, ws) = (s.workspace(&sb), s.process_workdir(&sb));
     std::fs::write(host.join("noexec.sh"), "#!/bin/sh\necho no\n").unwrap();
     std::fs::create_dir_all(host.join("dir")).unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -288,8 +288,10 @@ async fn spawn_failures_are_typed(backend: Backend) {
         let o = run(&s.client, start).await;
         assert_eq!(failure(&o), pb::SpawnFailure::BadCwd, "cwd {cwd}");
     }
+    // An absolute cwd is named as the executor reports the workspace; `pwd` answers as the
+    // process sees it (the same path, but on the fake Kubernetes cluster).
     let mut start = argv(&sb.id, "c6", &["pwd"]);
-    start.cwd = format!("{ws}/dir");
+    start.cwd = format!("{}/dir", sb.workdir);
     assert_eq!(
         run(&s.client, start).await.stdout_str().trim(),
         format!("{ws}/dir")

@@ -1,4 +1,5 @@
 //! Integration tests: a real executor on 127.0.0.1:0, real processes, a tempdir sandbox root.
+//! (`kubernetes` checks the Kubernetes backend's API requests and startup checks on a fake API.)
 //!
 //! The Exec, PTY and file-operation suites run against every backend from one body
 //! ([`backend::on_every_backend!`]): `<suite>::local::<test>` on host processes and
@@ -14,6 +15,8 @@ mod support;
 mod harness;
 
 mod backend;
+mod fake_k8s;
+mod kubernetes;
 
 mod exec;
 mod files;

@@ -59,9 +59,19 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
+        let addr = listener.local_addr().expect("addr");
         let handle = tokio::spawn(cognition_executor::run(config, listener, shutdown.clone()));
+        Self::connect(addr, root, shutdown, handle).await
+    }
+
+    /// A client for the executor `handle` serves on `addr`.
+    async fn connect(
+        addr: SocketAddr,
+        root: PathBuf,
+        shutdown: CancellationToken,
+        handle: JoinHandle<Result<(), cognition_executor::Error>>,
+    ) -> Self {
         let channel = Channel::from_shared(format!("http://{addr}"))
             .expect("uri")
             .connect()
@@ -78,6 +88,30 @@ impl Server {
             handle: Some(handle),
             _tmp: None,
         }
+    }
+
+    /// Starts on an engine made by `engine` from the test configuration (a backend the
+    /// configuration alone cannot build, e.g. Kubernetes over a fake API).
+    pub async fn start_with_engine(
+        dir: &Path,
+        tune: impl FnOnce(&mut Config),
+        engine: impl FnOnce(Config) -> std::sync::Arc<cognition_executor::Engine>,
+    ) -> Self {
+        let mut config = test_config(dir);
+        tune(&mut config);
+        let root = config.sandbox_root_path();
+        let engine = engine(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(cognition_executor::serve(
+            engine,
+            listener,
+            shutdown.clone(),
+        ));
+        Self::connect(addr, root, shutdown, handle).await
     }
 
     pub async fn stop(mut self) {

@@ -530,7 +530,9 @@ impl DockerBackend {
     /// says how it ended.
     async fn await_agent(&self, id: &SandboxId) -> Result<(), Error> {
         let socket = self.agent_socket(id);
-        match agent_client::wait_ready(&socket, AGENT_READY_TIMEOUT).await {
+        match agent_client::wait_ready(&agent_client::Endpoint::Unix(socket), AGENT_READY_TIMEOUT)
+            .await
+        {
             Ok(version) => {
                 tracing::debug!(sandbox_id = %id, %version, "sandbox agent ready");
                 lock(&self.with_agent).insert(id.clone());
@@ -583,7 +585,12 @@ impl DockerBackend {
             stdin_pipe: spec.stdin_pipe,
             pty: spec.pty.and_then(|p| p.to_window()),
         };
-        match agent_client::spawn(&self.agent_socket(id), request).await {
+        match agent_client::spawn(
+            &agent_client::Endpoint::Unix(self.agent_socket(id)),
+            request,
+        )
+        .await
+        {
             Ok(result) => result,
             Err(e) => {
                 lock(&self.with_agent).remove(id);

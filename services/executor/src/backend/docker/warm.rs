@@ -122,9 +122,9 @@ impl DockerBackend {
                 .as_ref()
                 .is_some_and(|l| l.contains_key(super::META_AGENT));
             let socket_ok = !agent
-                || super::agent_client::ping(
-                    &self.warm_dir(&key).join(AGENT_DIR).join(AGENT_SOCKET),
-                )
+                || super::agent_client::ping(&super::agent_client::Endpoint::unix(
+                    self.warm_dir(&key).join(AGENT_DIR).join(AGENT_SOCKET),
+                ))
                 .await
                 .is_ok();
             if running && socket_ok && self.warm_dir(&key).is_dir() {
@@ -230,7 +230,7 @@ impl DockerBackend {
                 .map_err(|e| docker_error("starting a warm container", e))?;
             if agent.is_some() {
                 super::agent_client::wait_ready(
-                    &agent_dir.join(AGENT_SOCKET),
+                    &super::agent_client::Endpoint::unix(agent_dir.join(AGENT_SOCKET)),
                     super::AGENT_READY_TIMEOUT,
                 )
                 .await
